@@ -39,3 +39,9 @@ bench-quick: $(VENV)/.installed-dev
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+diagram:
+	dot -Tsvg docs/architecture.dot -o docs/architecture.svg
+
+screenshots: $(VENV)/.installed-dev
+	$(PY) tools/screenshots.py
