@@ -1,0 +1,2242 @@
+"""Pure pair analytics: hedge ratios, spread, z-score, tests, signals, backtest.
+
+Arrays (numpy or pandas) in, frozen result dataclasses out; no I/O, no clock, no
+Streamlit. Caller mistakes (unknown method, window < 2, lengths differ) raise
+``ValueError`` naming the argument, the rule and the value. Too little data is not an
+error: results carry ``ok=False`` and ``message="insufficient data: have n, need m"``
+and NaN (or None) numbers, so the dashboard keeps going. Constant, NaN-laden or empty
+input never raises.
+
+Conventions
+-----------
+* A rolling value stamped on bar t uses bars t-window+1..t (inclusive, no look-ahead).
+* Sample standard deviations use ddof=1, like pandas ``rolling().std()``.
+* Crypto trades around the clock: a year has 365 * 24 * 3600 seconds, so a series of
+  ``interval_s`` bars is annualised with sqrt(31 536 000 / interval_s).
+* Prices, not log prices, by default (DESIGN.md decision 12): the spread is in quote
+  currency. Spread, z-score, signals and backtest use a hedge ratio estimated without
+  look-ahead (rolling OLS or Kalman); the static fit over the view is descriptive.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from models import normalize_symbol
+from resampling import align_pair, bars_per_year, parse_interval
+
+SECONDS_PER_YEAR = 365 * 24 * 3600
+HEDGE_METHODS = ("ols", "huber", "theil_sen", "rolling_ols", "kalman")
+STATIC_METHODS = ("ols", "huber", "theil_sen")
+PRICE_SPACES = ("price", "log")
+CORR_ON = ("returns", "prices")
+THEIL_SEN_MAX_POINTS = 3000
+ADF_MIN_OBS = 20
+HALF_LIFE_MIN_OBS = 10
+# Chan (2013), "Algorithmic Trading", ch. 3, example 3.3 uses delta = 1e-4 for the
+# random-walk state noise of a Kalman hedge ratio on prices.
+KALMAN_DEFAULT_DELTA = 1e-4
+# Observation noise variance (quote currency squared). Chan uses Ve = 1e-3 on ETF
+# prices around 50 USD; BTC/ETH prices are ~1000x larger, so 1.0 is the default here.
+KALMAN_DEFAULT_OBS_VAR = 1.0
+# Approximate diffuse prior: variance 1e6 on each state, as statsmodels'
+# ``initialization="approximate_diffuse"`` (Durbin & Koopman 2012, sec. 5.1).
+KALMAN_DIFFUSE_VAR = 1e6
+REGIME_MIN_ABS_CORR = 0.3
+REGIME_MAX_PVALUE = 0.05
+SIGNAL_BUY = "BUY SPREAD"
+SIGNAL_SELL = "SELL SPREAD"
+SIGNAL_EXIT = "EXIT"
+SIGNAL_HOLD = "HOLD"
+SIGNAL_NEUTRAL = "NEUTRAL"
+
+
+def _insufficient(have: int, need: int, unit: str = "points") -> str:
+    """The standard message for too little data."""
+    return f"insufficient data: have {have} {unit}, need {need}"
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _as_float_array(values: Any, name: str) -> np.ndarray:
+    """A 1-D float64 copy of values; ValueError when it is not one-dimensional."""
+    arr = np.asarray(values, dtype="float64")
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
+    return arr.copy()
+
+
+def _pair_arrays(y: Any, x: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Two 1-D float arrays of equal length."""
+    ya, xa = _as_float_array(y, "y"), _as_float_array(x, "x")
+    if ya.size != xa.size:
+        raise ValueError(
+            f"y and x must have the same length, got {ya.size} and {xa.size}"
+        )
+    return ya, xa
+
+
+def _check_window(window: int, name: str = "window", minimum: int = 2) -> int:
+    """Validate an integer window >= minimum."""
+    if isinstance(window, bool) or not isinstance(window, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {window!r}")
+    if window < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {window!r}")
+    return int(window)
+
+
+def _finite_pairs(y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The (y, x) pairs where both are finite."""
+    keep = np.isfinite(y) & np.isfinite(x)
+    return y[keep], x[keep]
+
+
+def _is_constant(values: np.ndarray) -> bool:
+    """True when all values are equal up to 1e-12 of their magnitude."""
+    if values.size == 0:
+        return True
+    span = float(values.max() - values.min())
+    return span <= 1e-12 * max(1.0, float(np.abs(values).max()))
+
+
+# ----------------------------------------------------------------- rolling moments
+
+
+@dataclass(frozen=True, slots=True)
+class _Moments:
+    """Rolling mean and centred (co)moment sums, stamped on each window's last bar."""
+
+    mean_x: np.ndarray
+    mean_y: np.ndarray
+    cxx: np.ndarray
+    cyy: np.ndarray
+    cxy: np.ndarray
+
+
+def _rolling_moments(x: np.ndarray, y: np.ndarray, window: int) -> _Moments:
+    """O(n) rolling means and centred sums of squares/products over trailing windows.
+
+    The series is cut into blocks of ``window`` points; each block is centred on
+    its first finite value and carries prefix and suffix sums. A window spans at
+    most two blocks: the suffix of one plus the prefix of the next, re-centred on
+    the first block's reference. No sum runs over more than ``window`` points and
+    every sum is taken about a nearby reference, so there is no catastrophic
+    cancellation on price levels such as 60 000 (naive running sums of x^2 lose ~8
+    digits there). A window holding
+    a NaN yields NaN.
+    """
+    n = x.size
+    out_nan = np.full(n, np.nan)
+    if n < window:
+        return _Moments(
+            out_nan, out_nan.copy(), out_nan.copy(), out_nan.copy(), out_nan
+        )
+    nb = -(-n // window)
+    pad = nb * window - n
+    # NaN padding keeps the last block's reference on real data only; padded cells are
+    # never part of a complete window.
+    xb = np.concatenate([x, np.full(pad, np.nan)]).reshape(nb, window)
+    yb = np.concatenate([y, np.full(pad, np.nan)]).reshape(nb, window)
+    # Reference of each block: its first finite value, so that no value stamped on
+    # bar t depends (even in rounding) on bars after t.
+    refs = []
+    rows = np.arange(nb)
+    for block in (xb, yb):
+        fin = np.isfinite(block)
+        first = block[rows, np.argmax(fin, axis=1)]
+        refs.append(np.where(fin.any(axis=1), first, 0.0))
+    rx, ry = refs
+    dx = xb - rx[:, None]
+    dy = yb - ry[:, None]
+    parts = {"x": dx, "y": dy, "xx": dx * dx, "yy": dy * dy, "xy": dx * dy}
+    pre = {k: np.cumsum(v, axis=1) for k, v in parts.items()}
+    suf = {k: np.cumsum(v[:, ::-1], axis=1)[:, ::-1] for k, v in parts.items()}
+    t = np.arange(window - 1, n)
+    s = t - window + 1
+    k = s // window
+    j = s % window
+    whole = j == 0
+    kn = np.minimum(k + 1, nb - 1)
+    jm = np.maximum(j - 1, 0)
+    m = j.astype("float64")
+    # prefix part of block k+1 (j points), re-centred from r_{k+1} to r_k
+    ddx = rx[kn] - rx[k]
+    ddy = ry[kn] - ry[k]
+    b1x = np.where(whole, 0.0, pre["x"][kn, jm])
+    b1y = np.where(whole, 0.0, pre["y"][kn, jm])
+    bxx = np.where(whole, 0.0, pre["xx"][kn, jm])
+    byy = np.where(whole, 0.0, pre["yy"][kn, jm])
+    bxy = np.where(whole, 0.0, pre["xy"][kn, jm])
+    mm = np.where(whole, 0.0, m)
+    with np.errstate(invalid="ignore"):
+        s1x = suf["x"][k, j] + b1x + mm * ddx
+        s1y = suf["y"][k, j] + b1y + mm * ddy
+        sxx = suf["xx"][k, j] + bxx + 2 * ddx * b1x + mm * ddx * ddx
+        syy = suf["yy"][k, j] + byy + 2 * ddy * b1y + mm * ddy * ddy
+        sxy = suf["xy"][k, j] + bxy + ddx * b1y + ddy * b1x + mm * ddx * ddy
+        w = float(window)
+        mean_x, mean_y = out_nan.copy(), out_nan.copy()
+        cxx, cyy, cxy = out_nan.copy(), out_nan.copy(), out_nan.copy()
+        mean_x[t] = rx[k] + s1x / w
+        mean_y[t] = ry[k] + s1y / w
+        cxx[t] = np.maximum(sxx - s1x * s1x / w, 0.0)
+        cyy[t] = np.maximum(syy - s1y * s1y / w, 0.0)
+        cxy[t] = sxy - s1x * s1y / w
+    return _Moments(mean_x, mean_y, cxx, cyy, cxy)
+
+
+def _degenerate(c: np.ndarray, mean: np.ndarray, window: int) -> np.ndarray:
+    """Windows whose centred sum of squares is zero up to rounding."""
+    scale = np.maximum(1.0, np.abs(mean))
+    with np.errstate(invalid="ignore"):
+        return ~(c > (1e-12 * scale) ** 2 * window)
+
+
+# -------------------------------------------------------------------- hedge ratio
+
+
+@dataclass(frozen=True, slots=True)
+class HedgeRatio:
+    """A static hedge-ratio fit y = beta * x + alpha + e.
+
+    Attributes
+    ----------
+    method : "ols", "huber" or "theil_sen".
+    beta : units of x per unit of y (NaN when not ok).
+    alpha : intercept in y's units (0.0 when ``intercept=False``).
+    r2 : 1 - SSR/SST of the fitted line on the points used (descriptive for all
+        methods; uncentred SST without intercept, as statsmodels).
+    n : points used (finite pairs; at most 3 000 newest for Theil-Sen).
+    beta_se, alpha_se : standard errors (OLS: classical; Huber: statsmodels RLM H1);
+        None for Theil-Sen, which reports a 95 % interval instead.
+    beta_low, beta_high : Theil-Sen 95 % confidence interval of beta, else None.
+    intercept : whether an intercept was fitted.
+    in_sample : always True: the fit uses every point it describes.
+    ok, message : False and "insufficient data: ..." when it could not be fitted.
+    note : extra remarks (e.g. the Theil-Sen subsample).
+    """
+
+    method: str
+    beta: float
+    alpha: float
+    r2: float
+    n: int
+    beta_se: float | None = None
+    alpha_se: float | None = None
+    beta_low: float | None = None
+    beta_high: float | None = None
+    intercept: bool = True
+    in_sample: bool = True
+    ok: bool = True
+    message: str = ""
+    note: str = ""
+
+
+def hedge_ratio(
+    y: Any, x: Any, method: str = "ols", intercept: bool = True
+) -> HedgeRatio:
+    """Static hedge ratio of y on x by OLS, Huber M-estimation or Theil-Sen.
+
+    Parameters
+    ----------
+    y, x : array-like of equal length
+        Prices (or log prices); non-finite pairs are dropped.
+    method : {"ols", "huber", "theil_sen"}
+        ``ols``: statsmodels ``OLS``; ``huber``: statsmodels ``RLM`` with ``HuberT``
+        (t = 1.345, MAD scale); ``theil_sen``: ``scipy.stats.theilslopes`` (median of
+        pairwise slopes, intercept median(y) - beta * median(x)) on the newest 3 000
+        points at most, because its cost and memory grow with n^2.
+    intercept : bool
+        Fit alpha (default) or force the line through the origin (OLS/Huber only).
+
+    Returns
+    -------
+    HedgeRatio
+        Minimum data: 3 finite pairs with intercept (2 without) and non-constant x;
+        below that ``ok=False``.
+
+    Raises
+    ------
+    ValueError
+        Unknown method, lengths differ, or Theil-Sen without intercept.
+
+    Notes
+    -----
+    OLS: beta = cov(x, y) / var(x), alpha = mean(y) - beta mean(x),
+    se(beta) = sqrt(s^2 / sum((x - mean x)^2)) with s^2 = SSR / (n - 2).
+    """
+    if method not in STATIC_METHODS:
+        raise ValueError(f"method must be one of {STATIC_METHODS}, got {method!r}")
+    if method == "theil_sen" and not intercept:
+        raise ValueError("intercept must be True for method 'theil_sen', got False")
+    ya, xa = _finite_pairs(*_pair_arrays(y, x))
+    need = 3 if intercept else 2
+    nan = float("nan")
+    degenerate = _is_constant(xa) if intercept else not np.any(xa)
+    if ya.size < need or degenerate:
+        reason = (
+            _insufficient(ya.size, need)
+            if ya.size < need
+            else f"insufficient data: x is constant over {ya.size} points"
+        )
+        return HedgeRatio(
+            method,
+            nan,
+            nan,
+            nan,
+            int(ya.size),
+            intercept=intercept,
+            ok=False,
+            message=reason,
+        )
+    note = ""
+    if method == "theil_sen":
+        if ya.size > THEIL_SEN_MAX_POINTS:
+            cap = THEIL_SEN_MAX_POINTS
+            note = f"Theil-Sen ran on the newest {cap} of {ya.size} points"
+            ya, xa = ya[-THEIL_SEN_MAX_POINTS:], xa[-THEIL_SEN_MAX_POINTS:]
+        return _theil_sen(ya, xa, note)
+    return _statsmodels_fit(ya, xa, method, intercept)
+
+
+def _statsmodels_fit(
+    y: np.ndarray, x: np.ndarray, method: str, intercept: bool
+) -> HedgeRatio:
+    """OLS or RLM(HuberT) through statsmodels, converted to HedgeRatio."""
+    import statsmodels.api as sm
+
+    design = np.column_stack([x, np.ones_like(x)]) if intercept else x[:, None]
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        if method == "ols":
+            res = sm.OLS(y, design).fit()
+        else:
+            res = sm.RLM(y, design, M=sm.robust.norms.HuberT()).fit()
+    params = np.asarray(res.params, dtype="float64")
+    bse = np.asarray(res.bse, dtype="float64")
+    beta = float(params[0])
+    alpha = float(params[1]) if intercept else 0.0
+    resid = y - beta * x - alpha
+    sst = float(np.sum((y - y.mean()) ** 2)) if intercept else float(np.sum(y * y))
+    r2 = 1.0 - float(np.sum(resid * resid)) / sst if sst > 0 else float("nan")
+    return HedgeRatio(
+        method=method,
+        beta=beta,
+        alpha=alpha,
+        r2=r2,
+        n=int(y.size),
+        beta_se=_finite_or_none(bse[0]),
+        alpha_se=_finite_or_none(bse[1]) if intercept else None,
+        intercept=intercept,
+    )
+
+
+def _theil_sen(y: np.ndarray, x: np.ndarray, note: str) -> HedgeRatio:
+    """scipy.stats.theilslopes converted to HedgeRatio."""
+    from scipy import stats
+
+    with np.errstate(all="ignore"):
+        res = stats.theilslopes(y, x)
+    beta, alpha = float(res.slope), float(res.intercept)
+    resid = y - beta * x - alpha
+    sst = float(np.sum((y - y.mean()) ** 2))
+    r2 = 1.0 - float(np.sum(resid * resid)) / sst if sst > 0 else float("nan")
+    return HedgeRatio(
+        method="theil_sen",
+        beta=beta,
+        alpha=alpha,
+        r2=r2,
+        n=int(y.size),
+        beta_low=float(res.low_slope),
+        beta_high=float(res.high_slope),
+        note=note,
+    )
+
+
+def _finite_or_none(value: float) -> float | None:
+    """float(value) when finite, else None."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+@dataclass(frozen=True, slots=True)
+class RollingHedge:
+    """Rolling OLS hedge ratio; each array has the input's length.
+
+    Attributes
+    ----------
+    beta, alpha : OLS of y on x over bars t-window+1..t, stamped on bar t; NaN for the
+        first window-1 bars, for windows holding a NaN and for constant-x windows.
+    r2 : the window's R^2 (NaN when y is constant in the window).
+    window : bars per regression.
+    ok, message : False and "insufficient data: ..." when no window is complete.
+    """
+
+    beta: np.ndarray
+    alpha: np.ndarray
+    r2: np.ndarray
+    window: int
+    ok: bool = True
+    message: str = ""
+
+
+def rolling_hedge_ratio(y: Any, x: Any, window: int) -> RollingHedge:
+    """OLS of y on x (with intercept) over each trailing window, in O(n).
+
+    Parameters
+    ----------
+    y, x : array-like of equal length
+    window : int >= 3
+        Bars per regression.
+
+    Returns
+    -------
+    RollingHedge
+        Minimum data: ``window`` bars for the first value.
+
+    Notes
+    -----
+    beta_t = Sxy / Sxx and alpha_t = mean(y) - beta_t mean(x), with Sxy = sum over the
+    window of (x - mean x)(y - mean y); equal to a separate least-squares fit of each
+    window (to ~1e-12 relative on BTC/ETH price levels), computed with block-centred
+    sums (see ``_rolling_moments``).
+    """
+    ya, xa = _pair_arrays(y, x)
+    window = _check_window(window, minimum=3)
+    mom = _rolling_moments(xa, ya, window)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bad = _degenerate(mom.cxx, mom.mean_x, window)
+        beta = np.where(bad, np.nan, mom.cxy / np.where(bad, 1.0, mom.cxx))
+        alpha = mom.mean_y - beta * mom.mean_x
+        bad_y = _degenerate(mom.cyy, mom.mean_y, window)
+        r2 = np.where(
+            bad | bad_y,
+            np.nan,
+            mom.cxy**2 / np.where(bad | bad_y, 1.0, mom.cxx * mom.cyy),
+        )
+    ok = ya.size >= window
+    return RollingHedge(
+        beta,
+        alpha,
+        r2,
+        window,
+        ok,
+        "" if ok else _insufficient(ya.size, window, "bars"),
+    )
+
+
+# ------------------------------------------------------------------------- Kalman
+
+
+@dataclass(frozen=True, slots=True)
+class KalmanState:
+    """Filtered state of the dynamic regression y_t = beta_t x_t + alpha_t + e_t.
+
+    Attributes
+    ----------
+    beta, alpha : state mean after the last update.
+    p_bb, p_ba, p_aa : state covariance entries (beta-beta, beta-alpha, alpha-alpha).
+    n : observations absorbed so far.
+    """
+
+    beta: float = 0.0
+    alpha: float = 0.0
+    p_bb: float = KALMAN_DIFFUSE_VAR
+    p_ba: float = 0.0
+    p_aa: float = KALMAN_DIFFUSE_VAR
+    n: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class KalmanStep:
+    """One Kalman step: the new state, forecast error e_t and its variance S_t."""
+
+    state: KalmanState
+    error: float
+    error_var: float
+
+
+@dataclass(frozen=True, slots=True)
+class KalmanResult:
+    """Kalman hedge-ratio paths; each array has the input's length.
+
+    Attributes
+    ----------
+    beta, alpha : filtered state after bar t (uses data up to t only).
+    error : one-step forecast error e_t = y_t - (beta_{t-1} x_t + alpha_{t-1}), the
+        Kalman spread (NaN on bars with a non-finite price).
+    error_var : its variance S_t = H P_{t|t-1} H' + obs_var.
+    state : the state after the last bar (feed it back to continue incrementally).
+    delta, obs_var : the settings used.
+    ok, message : False and "insufficient data: ..." with fewer than 2 finite bars.
+    """
+
+    beta: np.ndarray
+    alpha: np.ndarray
+    error: np.ndarray
+    error_var: np.ndarray
+    state: KalmanState
+    delta: float
+    obs_var: float
+    ok: bool = True
+    message: str = ""
+
+
+def _check_kalman(delta: float, obs_var: float) -> None:
+    """Validate Kalman settings."""
+    if not (isinstance(delta, (int, float)) and 0.0 <= delta < 1.0):
+        raise ValueError(f"delta must be in [0, 1), got {delta!r}")
+    if not (isinstance(obs_var, (int, float)) and obs_var > 0 and obs_var < math.inf):
+        raise ValueError(f"obs_var must be a finite number > 0, got {obs_var!r}")
+
+
+def kalman_update(
+    state: KalmanState,
+    y: float,
+    x: float,
+    *,
+    delta: float = KALMAN_DEFAULT_DELTA,
+    obs_var: float = KALMAN_DEFAULT_OBS_VAR,
+) -> KalmanStep:
+    """Advance the Kalman hedge-ratio filter by one bar (see ``kalman_hedge_ratio``).
+
+    A non-finite y or x only predicts (covariance grows by Q) and returns NaN error.
+    """
+    _check_kalman(delta, obs_var)
+    res = kalman_hedge_ratio([y], [x], delta, obs_var, initial_state=state)
+    return KalmanStep(res.state, float(res.error[0]), float(res.error_var[0]))
+
+
+def kalman_hedge_ratio(
+    y: Any,
+    x: Any,
+    delta: float = KALMAN_DEFAULT_DELTA,
+    obs_var: float = KALMAN_DEFAULT_OBS_VAR,
+    *,
+    initial_state: Any = None,
+    initial_cov: Any = None,
+) -> KalmanResult:
+    """Dynamic linear regression with random-walk beta and alpha (Kalman filter).
+
+    Parameters
+    ----------
+    y, x : array-like of equal length
+    delta : float in [0, 1)
+        State noise: Q = delta / (1 - delta) * I per step (Chan 2013, ch. 3, uses
+        1e-4, the default). delta = 0 gives recursive least squares.
+    obs_var : float > 0
+        Observation noise variance R (default 1.0 on USDT prices; Chan uses 1e-3 on
+        ~50 USD ETF prices).
+    initial_state : KalmanState or (beta, alpha), optional
+        Default (0, 0). A KalmanState also carries its covariance.
+    initial_cov : 2x2 array-like, optional
+        Default 1e6 * I, an approximate diffuse prior as statsmodels'
+        ``approximate_diffuse`` initialisation (Durbin & Koopman 2012, sec. 5.1).
+
+    Returns
+    -------
+    KalmanResult
+        Minimum data: 2 finite bars.
+
+    Notes
+    -----
+    State theta_t = (beta_t, alpha_t), theta_t = theta_{t-1} + w_t, w ~ N(0, Q);
+    observation y_t = H_t theta_t + e_t with H_t = (x_t, 1), e ~ N(0, R).
+    Predict: P- = P + Q. Forecast error e_t = y_t - H theta, S_t = H P- H' + R.
+    Gain K = P- H' / S_t; update theta += K e_t, P = P- - K H P-.
+    """
+    ya, xa = _pair_arrays(y, x)
+    _check_kalman(delta, obs_var)
+    if isinstance(initial_state, KalmanState):
+        st = initial_state
+        b, a, pbb, pba, paa, n_seen = st.beta, st.alpha, st.p_bb, st.p_ba, st.p_aa, st.n
+    else:
+        b, a = (0.0, 0.0) if initial_state is None else map(float, initial_state)
+        pbb, pba, paa, n_seen = KALMAN_DIFFUSE_VAR, 0.0, KALMAN_DIFFUSE_VAR, 0
+    if initial_cov is not None:
+        cov = np.asarray(initial_cov, dtype="float64")
+        if cov.shape != (2, 2):
+            raise ValueError(f"initial_cov must be 2x2, got shape {cov.shape}")
+        pbb, pba, paa = float(cov[0, 0]), float(cov[0, 1]), float(cov[1, 1])
+    q = delta / (1.0 - delta)
+    r = float(obs_var)
+    n = ya.size
+    betas = np.empty(n)
+    alphas = np.empty(n)
+    errs = np.full(n, np.nan)
+    svars = np.full(n, np.nan)
+    finite = np.isfinite(ya) & np.isfinite(xa)
+    ylist, xlist, flist = ya.tolist(), xa.tolist(), finite.tolist()
+    for i in range(n):
+        pbb += q
+        paa += q
+        if flist[i]:
+            xi = xlist[i]
+            e = ylist[i] - (b * xi + a)
+            # P- H' = (pbb x + pba, pba x + paa)
+            hb = pbb * xi + pba
+            ha = pba * xi + paa
+            s = hb * xi + ha + r
+            kb = hb / s
+            ka = ha / s
+            b += kb * e
+            a += ka * e
+            pbb -= kb * hb
+            pba -= kb * ha
+            paa -= ka * ha
+            errs[i] = e
+            svars[i] = s
+            n_seen += 1
+        betas[i] = b
+        alphas[i] = a
+    state = KalmanState(b, a, pbb, pba, paa, n_seen)
+    have = int(finite.sum())
+    ok = have >= 2
+    return KalmanResult(
+        betas,
+        alphas,
+        errs,
+        svars,
+        state,
+        float(delta),
+        r,
+        ok,
+        "" if ok else _insufficient(have, 2, "bars"),
+    )
+
+
+# ----------------------------------------------------- spread, z-score, correlation
+
+
+def spread(y: Any, x: Any, beta: Any, alpha: Any = 0.0) -> np.ndarray:
+    """Spread s_t = y_t - beta_t x_t - alpha_t (beta/alpha scalars or per-bar arrays).
+
+    No minimum data; NaN wherever an input is NaN. Raises ValueError when lengths
+    differ.
+    """
+    ya, xa = _pair_arrays(y, x)
+    b = np.broadcast_to(np.asarray(beta, dtype="float64"), ya.shape)
+    a = np.broadcast_to(np.asarray(alpha, dtype="float64"), ya.shape)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return ya - b * xa - a
+
+
+@dataclass(frozen=True, slots=True)
+class RollingZScore:
+    """Rolling z-score; arrays have the input's length.
+
+    Attributes
+    ----------
+    z : (s_t - mean_t) / std_t, NaN for the first window-1 bars, windows with a NaN
+        and windows of zero spread.
+    mean, std : trailing mean and sample std (ddof=1) over bars t-window+1..t.
+    window : bars per window.
+    ok, message : False and "insufficient data: ..." when no window is complete.
+    """
+
+    z: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    window: int
+    ok: bool = True
+    message: str = ""
+
+
+def rolling_zscore(series: Any, window: int) -> RollingZScore:
+    """Rolling z-score z_t = (s_t - mean(s_{t-w+1..t})) / std(s_{t-w+1..t}, ddof=1).
+
+    Equal to ``(s - s.rolling(w).mean()) / s.rolling(w).std()`` in pandas. Minimum
+    data: ``window`` (>= 2) points for the first value.
+    """
+    s = _as_float_array(series, "series")
+    window = _check_window(window)
+    mom = _rolling_moments(s, s, window)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        std = np.sqrt(mom.cxx / (window - 1))
+        bad = _degenerate(mom.cxx, mom.mean_x, window)
+        z = np.where(bad, np.nan, (s - mom.mean_x) / np.where(bad, 1.0, std))
+    ok = s.size >= window
+    return RollingZScore(
+        z, mom.mean_x, std, window, ok, "" if ok else _insufficient(s.size, window)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RollingCorrelation:
+    """Rolling Pearson correlation; ``corr`` has the input's length.
+
+    Attributes
+    ----------
+    corr : correlation over the trailing window stamped on its last bar.
+    on : "returns" (log returns, default) or "prices" (price levels, spurious for
+        trending series, shown labelled).
+    label : human label, e.g. "return correlation (60 bars)".
+    window, ok, message : as usual.
+    """
+
+    corr: np.ndarray
+    on: str
+    label: str
+    window: int
+    ok: bool = True
+    message: str = ""
+
+
+def rolling_correlation(
+    y: Any, x: Any, window: int, on: str = "returns"
+) -> RollingCorrelation:
+    """Rolling correlation of log returns (default) or of price levels.
+
+    Parameters
+    ----------
+    y, x : prices of equal length.
+    window : int >= 3
+        Returns (or prices) per window. On returns, the value on bar t uses the
+        returns r_{t-w+1..t} (r_t = ln p_t - ln p_{t-1}), so the first value is on bar
+        ``window`` and needs window + 1 prices.
+    on : {"returns", "prices"}
+
+    Returns
+    -------
+    RollingCorrelation
+        Equal to pandas ``a.rolling(w).corr(b)`` on the same series; NaN where a leg
+        is constant in the window.
+    """
+    if on not in CORR_ON:
+        raise ValueError(f"on must be one of {CORR_ON}, got {on!r}")
+    ya, xa = _pair_arrays(y, x)
+    window = _check_window(window, minimum=3)
+    if on == "returns":
+        a, b = log_returns(ya), log_returns(xa)
+        need = window + 1
+        label = f"log-return correlation ({window} bars)"
+    else:
+        a, b = ya, xa
+        need = window
+        label = f"price-level correlation ({window} bars)"
+    mom = _rolling_moments(b, a, window)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bad = _degenerate(mom.cxx, mom.mean_x, window) | _degenerate(
+            mom.cyy, mom.mean_y, window
+        )
+        den = np.sqrt(np.where(bad, 1.0, mom.cxx * mom.cyy))
+        corr = np.where(bad, np.nan, np.clip(mom.cxy / den, -1.0, 1.0))
+    ok = ya.size >= need
+    return RollingCorrelation(
+        corr, on, label, window, ok, "" if ok else _insufficient(ya.size, need, "bars")
+    )
+
+
+# ------------------------------------------------------------ returns, volatility
+
+
+def log_returns(prices: Any) -> np.ndarray:
+    """Log returns r_t = ln(p_t / p_{t-1}), same length as prices, r_0 = NaN.
+
+    Non-positive or non-finite prices give NaN returns. No minimum data.
+    """
+    p = _as_float_array(prices, "prices")
+    out = np.full(p.size, np.nan)
+    if p.size < 2:
+        return out
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lp = np.where(p > 0, np.log(np.where(p > 0, p, 1.0)), np.nan)
+    out[1:] = np.diff(lp)
+    return out
+
+
+def annualization_factor(interval_s: int) -> float:
+    """sqrt(bars per year) = sqrt(31 536 000 / interval_s) (365 x 24 h trading)."""
+    return math.sqrt(bars_per_year(interval_s))
+
+
+@dataclass(frozen=True, slots=True)
+class RollingVolatility:
+    """Annualised rolling volatility of log returns; ``vol`` has the input's length.
+
+    Attributes
+    ----------
+    vol : std(r_{t-w+1..t}, ddof=1) * sqrt(31 536 000 / interval_s), a fraction
+        (0.5 = 50 % a year).
+    factor : the annualisation factor used.
+    window, interval_s, ok, message : as usual.
+    """
+
+    vol: np.ndarray
+    factor: float
+    window: int
+    interval_s: int
+    ok: bool = True
+    message: str = ""
+
+
+def rolling_volatility(returns: Any, window: int, interval_s: int) -> RollingVolatility:
+    """Rolling annualised volatility of (log) returns.
+
+    Parameters
+    ----------
+    returns : array-like of per-bar log returns (see ``log_returns``).
+    window : int >= 2, returns per window.
+    interval_s : bar length in seconds.
+
+    Returns
+    -------
+    RollingVolatility
+        Equal to ``r.rolling(w).std() * sqrt(31_536_000 / interval_s)``. Minimum data:
+        ``window`` returns.
+    """
+    r = _as_float_array(returns, "returns")
+    window = _check_window(window)
+    factor = annualization_factor(interval_s)
+    mom = _rolling_moments(r, r, window)
+    vol = np.sqrt(mom.cxx / (window - 1)) * factor
+    ok = int(np.isfinite(r).sum()) >= window
+    msg = "" if ok else _insufficient(int(np.isfinite(r).sum()), window, "returns")
+    return RollingVolatility(vol, factor, window, int(interval_s), ok, msg)
+
+
+# ------------------------------------------------------------- unit-root tests
+
+
+@dataclass(frozen=True, slots=True)
+class AdfResult:
+    """Augmented Dickey-Fuller test (H0: unit root; small p rejects it).
+
+    Attributes
+    ----------
+    statistic : ADF t-statistic of the lagged level.
+    pvalue : MacKinnon (1994, 2010) approximate p-value.
+    lags : lagged differences used.
+    nobs : observations in the test regression.
+    critical_values : {"1%", "5%", "10%"} from MacKinnon (2010).
+    stationary_5pct : pvalue < 0.05.
+    regression : "c" (constant), "ct", "ctt" or "n".
+    autolag : lag criterion ("AIC", "BIC", "t-stat") or None for fixed maxlag.
+    icbest : best information criterion value of the lag search, or None.
+    n : finite points tested.
+    ok, message : False and "insufficient data: ..." when not computed.
+    """
+
+    statistic: float
+    pvalue: float
+    lags: int
+    nobs: int
+    critical_values: dict[str, float] = field(default_factory=dict)
+    stationary_5pct: bool = False
+    regression: str = "c"
+    autolag: str | None = "AIC"
+    icbest: float | None = None
+    n: int = 0
+    ok: bool = True
+    message: str = ""
+
+
+def _adf_bad(n: int, message: str, regression: str, autolag: str | None) -> AdfResult:
+    """An AdfResult that says why it was not computed."""
+    nan = float("nan")
+    return AdfResult(
+        nan, nan, 0, 0, {}, False, regression, autolag, None, n, False, message
+    )
+
+
+def _adf_need(regression: str, maxlag: int | None) -> int:
+    """Minimum points for adfuller with these arguments."""
+    ntrend = 0 if regression == "n" else len(regression)
+    if maxlag is None:
+        return ADF_MIN_OBS
+    return max(ADF_MIN_OBS, 2 * (maxlag + ntrend + 1) + 2)
+
+
+def _check_adf_args(regression: str, autolag: str | None, maxlag: int | None) -> None:
+    """Validate ADF arguments."""
+    if regression not in ("c", "ct", "ctt", "n"):
+        raise ValueError(
+            f"regression must be 'c', 'ct', 'ctt' or 'n', got {regression!r}"
+        )
+    if autolag is not None and str(autolag).lower() not in ("aic", "bic", "t-stat"):
+        raise ValueError(
+            f"autolag must be 'AIC', 'BIC', 't-stat' or None, got {autolag!r}"
+        )
+    if maxlag is not None and (
+        isinstance(maxlag, bool)
+        or not isinstance(maxlag, (int, np.integer))
+        or maxlag < 0
+    ):
+        raise ValueError(f"maxlag must be None or an integer >= 0, got {maxlag!r}")
+
+
+def adf_test(
+    series: Any,
+    regression: str = "c",
+    autolag: str | None = "AIC",
+    maxlag: int | None = None,
+) -> AdfResult:
+    """Augmented Dickey-Fuller unit-root test, identical to statsmodels ``adfuller``.
+
+    Parameters
+    ----------
+    series : array-like; non-finite values are dropped.
+    regression : {"c", "ct", "ctt", "n"}; "c" (constant only) by default.
+    autolag : {"AIC", "BIC", "t-stat", None}
+        Lag search from maxlag down (None: use maxlag lags).
+    maxlag : int, optional
+        Default 12 * (n / 100)^(1/4) capped at n/2 - ntrend - 1 (Schwert 1989).
+
+    Returns
+    -------
+    AdfResult
+        Minimum data: 20 points, and 2 * (maxlag + ntrend + 1) + 2 with an explicit
+        maxlag; a constant series is insufficient data too.
+
+    Notes
+    -----
+    Test regression dy_t = a + g y_{t-1} + sum_i c_i dy_{t-i} + e_t; statistic =
+    g / se(g); MacKinnon p-value and critical values. Reference: statsmodels 0.15
+    ``adfuller`` (this function calls it).
+    """
+    _check_adf_args(regression, autolag, maxlag)
+    s = _as_float_array(series, "series")
+    s = s[np.isfinite(s)]
+    need = _adf_need(regression, maxlag)
+    if s.size < need:
+        return _adf_bad(int(s.size), _insufficient(s.size, need), regression, autolag)
+    if _is_constant(s):
+        msg = f"insufficient data: series is constant over {s.size} points"
+        return _adf_bad(int(s.size), msg, regression, autolag)
+    return _adfuller(s, regression, autolag, maxlag)
+
+
+def _adfuller(
+    s: np.ndarray, regression: str, autolag: str | None, maxlag: int | None
+) -> AdfResult:
+    """statsmodels adfuller converted to AdfResult (the one place it is called)."""
+    from statsmodels.tsa.stattools import adfuller
+
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            res = adfuller(
+                s,
+                maxlag=maxlag,
+                regression=regression,
+                autolag=autolag,
+                result_object=True,
+            )
+    except (ValueError, np.linalg.LinAlgError) as exc:
+        return _adf_bad(int(s.size), f"insufficient data: {exc}", regression, autolag)
+    stat, pvalue = float(res.statistic), float(res.pvalue)
+    if not (math.isfinite(stat) and math.isfinite(pvalue)):
+        msg = f"insufficient data: degenerate test regression over {s.size} points"
+        return _adf_bad(int(s.size), msg, regression, autolag)
+    crit = {k: float(v) for k, v in res.critical_values.items()}
+    return AdfResult(
+        statistic=stat,
+        pvalue=pvalue,
+        lags=int(res.lags),
+        nobs=int(res.nobs),
+        critical_values=crit,
+        stationary_5pct=pvalue < 0.05,
+        regression=regression,
+        autolag=autolag,
+        icbest=None if res.icbest is None else float(res.icbest),
+        n=int(s.size),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class EngleGrangerResult:
+    """Engle-Granger two-step cointegration test (H0: no cointegration).
+
+    Attributes
+    ----------
+    statistic : ADF t-statistic of the first-stage OLS residual (no constant in the
+        ADF regression).
+    pvalue : MacKinnon p-value for 2 variables with a constant ("c").
+    lags : lags chosen by the residual ADF's lag search.
+    nobs : points in the first-stage regression.
+    critical_values : {"1%", "5%", "10%"} (MacKinnon 2010, N=2, nobs-1 as statsmodels).
+    beta, alpha : first-stage OLS y = beta x + alpha (in-sample).
+    cointegrated_5pct : pvalue < 0.05.
+    ok, message : False and "insufficient data: ..." when not computed.
+    """
+
+    statistic: float
+    pvalue: float
+    lags: int
+    nobs: int
+    critical_values: dict[str, float] = field(default_factory=dict)
+    beta: float = float("nan")
+    alpha: float = float("nan")
+    cointegrated_5pct: bool = False
+    ok: bool = True
+    message: str = ""
+
+
+def engle_granger(
+    y: Any, x: Any, *, autolag: str | None = "AIC", maxlag: int | None = None
+) -> EngleGrangerResult:
+    """Engle-Granger cointegration test, identical to statsmodels ``coint(y, x)``.
+
+    Parameters
+    ----------
+    y, x : array-like of equal length; non-finite pairs are dropped.
+    autolag, maxlag : lag search of the residual ADF (as ``coint``).
+
+    Returns
+    -------
+    EngleGrangerResult
+        Minimum data: 20 pairs (more with a large maxlag); constant legs or
+        (almost) perfectly collinear legs are reported as not computed.
+
+    Notes
+    -----
+    Step 1: OLS y = alpha + beta x + u. Step 2: ADF on u without deterministic terms;
+    statistic and MacKinnon p-value / critical values for N=2, trend "c". This is
+    statsmodels 0.15's ``coint`` spelled out so that the chosen lag is reported.
+    """
+    _check_adf_args("n", autolag, maxlag)
+    ya, xa = _finite_pairs(*_pair_arrays(y, x))
+    nan = float("nan")
+    need = _adf_need("n", maxlag)
+    if ya.size < need or _is_constant(xa) or _is_constant(ya):
+        msg = (
+            _insufficient(ya.size, need)
+            if ya.size < need
+            else f"insufficient data: a leg is constant over {ya.size} points"
+        )
+        return EngleGrangerResult(nan, nan, 0, int(ya.size), ok=False, message=msg)
+    return _coint(ya, xa, autolag, maxlag)
+
+
+def _coint(
+    y: np.ndarray, x: np.ndarray, autolag: str | None, maxlag: int | None
+) -> EngleGrangerResult:
+    """statsmodels coint (as its 0.15 source) converted to EngleGrangerResult."""
+    import statsmodels.api as sm
+    from statsmodels.tsa.adfvalues import mackinnoncrit, mackinnonp
+    from statsmodels.tsa.stattools import adfuller
+
+    nan = float("nan")
+    nobs = y.size
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        res_co = sm.OLS(y, np.column_stack([x, np.ones(nobs)])).fit()
+        beta, alpha = float(res_co.params[0]), float(res_co.params[1])
+        if not res_co.rsquared < 1 - 100 * math.sqrt(np.finfo(float).eps):
+            return EngleGrangerResult(
+                nan,
+                nan,
+                0,
+                nobs,
+                beta=beta,
+                alpha=alpha,
+                ok=False,
+                message="insufficient data: y and x are (almost) perfectly collinear",
+            )
+        try:
+            res_adf = adfuller(
+                res_co.resid,
+                maxlag=maxlag,
+                autolag=autolag,
+                regression="n",
+                result_object=True,
+            )
+        except (ValueError, np.linalg.LinAlgError) as exc:
+            return EngleGrangerResult(
+                nan,
+                nan,
+                0,
+                nobs,
+                beta=beta,
+                alpha=alpha,
+                ok=False,
+                message=f"insufficient data: {exc}",
+            )
+        stat = float(res_adf.statistic)
+        pvalue = float(mackinnonp(stat, regression="c", N=2))
+        crit = mackinnoncrit(N=2, regression="c", nobs=nobs - 1)
+    if not (math.isfinite(stat) and math.isfinite(pvalue)):
+        return EngleGrangerResult(
+            nan,
+            nan,
+            0,
+            nobs,
+            beta=beta,
+            alpha=alpha,
+            ok=False,
+            message="insufficient data: degenerate residual regression",
+        )
+    return EngleGrangerResult(
+        statistic=stat,
+        pvalue=pvalue,
+        lags=int(res_adf.lags),
+        nobs=nobs,
+        critical_values={
+            "1%": float(crit[0]),
+            "5%": float(crit[1]),
+            "10%": float(crit[2]),
+        },
+        beta=beta,
+        alpha=alpha,
+        cointegrated_5pct=pvalue < 0.05,
+    )
+
+
+# ---------------------------------------------------------------------- half-life
+
+
+@dataclass(frozen=True, slots=True)
+class HalfLifeResult:
+    """Mean-reversion half-life from an AR(1) fit of the spread.
+
+    Attributes
+    ----------
+    bars : half-life in bars, -ln 2 / ln(1 + b); None when the spread does not
+        mean-revert (b >= 0) or the fit failed.
+    b : slope of ds_t = a + b s_{t-1} + e_t (b < 0 means mean reversion).
+    b_se : its OLS standard error.
+    phi : AR(1) coefficient 1 + b.
+    n : points in the regression (pairs of consecutive finite values).
+    mean_reverting : -2 < b < 0.
+    ok, message : False and "insufficient data: ..." when not computed.
+    """
+
+    bars: float | None
+    b: float
+    b_se: float | None
+    phi: float
+    n: int
+    mean_reverting: bool
+    ok: bool = True
+    message: str = ""
+
+
+def half_life(spread_values: Any) -> HalfLifeResult:
+    """Half-life of mean reversion from the discrete Ornstein-Uhlenbeck / AR(1) fit.
+
+    Parameters
+    ----------
+    spread_values : array-like; non-finite values are dropped first.
+
+    Returns
+    -------
+    HalfLifeResult
+        Minimum data: 10 points and a non-constant series.
+
+    Notes
+    -----
+    OLS of ds_t = s_t - s_{t-1} on (s_{t-1}, 1) gives b; s_t = (1 + b) s_{t-1} + ...
+    so a deviation halves after h bars with (1 + b)^h = 1/2: h = -ln 2 / ln(1 + b)
+    for -1 < b < 0 (for -2 < b <= -1 the AR(1) overshoots each bar: h = 0 < 1 bar).
+    Reference: statsmodels OLS of the same regression.
+    """
+    s = _as_float_array(spread_values, "spread")
+    s = s[np.isfinite(s)]
+    nan = float("nan")
+    if s.size < HALF_LIFE_MIN_OBS:
+        return HalfLifeResult(
+            None,
+            nan,
+            None,
+            nan,
+            int(max(s.size - 1, 0)),
+            False,
+            False,
+            _insufficient(s.size, HALF_LIFE_MIN_OBS),
+        )
+    if _is_constant(s):
+        msg = f"insufficient data: spread is constant over {s.size} points"
+        return HalfLifeResult(None, nan, None, nan, int(s.size - 1), False, False, msg)
+    lag = s[:-1]
+    ds = np.diff(s)
+    n = lag.size
+    lag_c = lag - lag.mean()
+    sxx = float(lag_c @ lag_c)
+    b = float(lag_c @ (ds - ds.mean())) / sxx
+    a = float(ds.mean() - b * lag.mean())
+    resid = ds - a - b * lag
+    dof = n - 2
+    b_se = math.sqrt(float(resid @ resid) / dof / sxx) if dof > 0 else None
+    phi = 1.0 + b
+    reverting = -2.0 < b < 0.0
+    if not reverting:
+        bars = None
+    elif phi > 0:
+        bars = -math.log(2.0) / math.log(phi)
+    else:
+        bars = 0.0
+    return HalfLifeResult(bars, b, b_se, phi, n, reverting)
+
+
+# ------------------------------------------------------------------------ signals
+
+
+@dataclass(frozen=True, slots=True)
+class SignalResult:
+    """Positions and calls from the z-score state machine; arrays have z's length.
+
+    Attributes
+    ----------
+    position : +1 long the spread (long y, short x), -1 short, 0 flat; the position
+        held after bar t's close.
+    calls : per-bar call: "BUY SPREAD" (opened long), "SELL SPREAD" (opened short),
+        "EXIT" (closed), "HOLD" (still in), "NEUTRAL" (still flat).
+    signal : the call on the last bar ("NEUTRAL" for empty input).
+    entry, exit, stop : thresholds used.
+    """
+
+    position: np.ndarray
+    calls: np.ndarray
+    signal: str
+    entry: float
+    exit: float
+    stop: float | None
+    ok: bool = True
+    message: str = ""
+
+
+def _check_thresholds(entry: float, exit: float, stop: float | None) -> None:
+    """Validate z-score thresholds."""
+    if not (isinstance(entry, (int, float)) and 0 < entry < math.inf):
+        raise ValueError(f"entry must be a finite number > 0, got {entry!r}")
+    if not (isinstance(exit, (int, float)) and -entry < exit < entry):
+        raise ValueError(
+            f"exit must be in (-entry, entry) = (-{entry}, {entry}), got {exit!r}"
+        )
+    if stop is not None and not (isinstance(stop, (int, float)) and stop > entry):
+        raise ValueError(
+            f"stop must be None or a number > entry ({entry}), got {stop!r}"
+        )
+
+
+def zscore_signals(
+    z: Any, entry: float = 2.0, exit: float = 0.0, stop: float | None = None
+) -> SignalResult:
+    """Mean-reversion position state machine on a z-score series.
+
+    Parameters
+    ----------
+    z : array-like z-scores (NaN bars keep the current position).
+    entry : open long the spread when z < -entry, short when z > entry.
+    exit : a short exits when z <= exit; a long exits when z >= -exit.
+    stop : optional; a long exits when z < -stop, a short when z > stop. After a stop
+        the same side is not re-entered until |z| falls back to entry or below.
+
+    Returns
+    -------
+    SignalResult
+        No minimum data. An exit and an opposite entry may happen on the same bar
+        (the call is then the entry).
+
+    Notes
+    -----
+    Defaults are the classic test: enter beyond |z| = 2, exit when z crosses 0.
+    """
+    _check_thresholds(entry, exit, stop)
+    za = _as_float_array(z, "z")
+    n = za.size
+    pos = np.zeros(n, dtype="int8")
+    cur = 0
+    blocked = 0  # side that was stopped out and may not re-enter yet
+    st = math.inf if stop is None else float(stop)
+    for i, zi in enumerate(za.tolist()):
+        if zi != zi:  # NaN: hold
+            pos[i] = cur
+            continue
+        if blocked and abs(zi) <= entry:
+            blocked = 0
+        if cur == 1 and (zi >= -exit or zi < -st):
+            if zi < -st:
+                blocked = 1
+            cur = 0
+        elif cur == -1 and (zi <= exit or zi > st):
+            if zi > st:
+                blocked = -1
+            cur = 0
+        if cur == 0:
+            if zi < -entry and zi >= -st and blocked != 1:
+                cur = 1
+            elif zi > entry and zi <= st and blocked != -1:
+                cur = -1
+        pos[i] = cur
+    prev = np.r_[0, pos[:-1]] if n else pos
+    calls = np.select(
+        [
+            (pos == 1) & (prev != 1),
+            (pos == -1) & (prev != -1),
+            (pos == 0) & (prev != 0),
+            pos != 0,
+        ],
+        [SIGNAL_BUY, SIGNAL_SELL, SIGNAL_EXIT, SIGNAL_HOLD],
+        SIGNAL_NEUTRAL,
+    ).astype(object)
+    signal = str(calls[-1]) if n else SIGNAL_NEUTRAL
+    return SignalResult(
+        pos,
+        calls,
+        signal,
+        float(entry),
+        float(exit),
+        None if stop is None else float(stop),
+    )
+
+
+# ----------------------------------------------------------- price stats, filters
+
+
+@dataclass(frozen=True, slots=True)
+class PriceStats:
+    """Per-symbol statistics over a window of bars.
+
+    Attributes
+    ----------
+    last : last close. change : last close - first bar's open (quote currency).
+    change_pct : change / first open * 100. high, low : extremes of the window.
+    vwap : sum(quote_volume) / sum(volume). volume : base units. quote_volume : USDT.
+    trades : trade count. realized_vol : annualised std(ddof=1) of the bars' log
+        close-to-close returns (None below 3 bars). n_bars : bars in the window.
+    ok, message : False and "insufficient data: ..." on an empty window.
+    """
+
+    last: float
+    change: float
+    change_pct: float
+    high: float
+    low: float
+    vwap: float
+    volume: float
+    quote_volume: float
+    trades: int
+    realized_vol: float | None
+    n_bars: int
+    ok: bool = True
+    message: str = ""
+
+
+def price_stats(bars: pd.DataFrame, interval_s: int) -> PriceStats:
+    """Window statistics of one symbol's bars (``BAR_COLUMNS``).
+
+    Minimum data: 1 bar (3 for the realised volatility). Realised volatility =
+    std(ln c_t - ln c_{t-1}, ddof=1) * sqrt(31 536 000 / interval_s).
+    """
+    factor = annualization_factor(interval_s)
+    n = len(bars)
+    nan = float("nan")
+    if n == 0:
+        return PriceStats(
+            nan,
+            nan,
+            nan,
+            nan,
+            nan,
+            nan,
+            0.0,
+            0.0,
+            0,
+            None,
+            0,
+            False,
+            _insufficient(0, 1, "bars"),
+        )
+    close = bars["close"].to_numpy("float64")
+    open_ = bars["open"].to_numpy("float64")
+    volume = float(np.nansum(bars["volume"].to_numpy("float64")))
+    quote = float(np.nansum(bars["quote_volume"].to_numpy("float64")))
+    first = float(open_[0])
+    last = float(close[-1])
+    rets = log_returns(close)[1:]
+    rets = rets[np.isfinite(rets)]
+    vol = float(np.std(rets, ddof=1) * factor) if rets.size >= 2 else None
+    with np.errstate(all="ignore"):
+        return PriceStats(
+            last=last,
+            change=last - first,
+            change_pct=(last - first) / first * 100 if first else nan,
+            high=float(np.nanmax(bars["high"].to_numpy("float64"))),
+            low=float(np.nanmin(bars["low"].to_numpy("float64"))),
+            vwap=quote / volume if volume > 0 else nan,
+            volume=volume,
+            quote_volume=quote,
+            trades=int(np.nansum(bars["trades"].to_numpy("float64"))),
+            realized_vol=vol,
+            n_bars=n,
+        )
+
+
+def liquidity_filter(
+    y_trades: Any,
+    x_trades: Any,
+    y_notional: Any,
+    x_notional: Any,
+    *,
+    min_trades: int = 0,
+    min_notional: float = 0.0,
+) -> np.ndarray:
+    """Boolean mask of bars to exclude: either leg has trades < min_trades or
+    quote volume < min_notional. With the defaults (0, 0.0) nothing is excluded.
+    """
+    yt, xt = _pair_arrays(y_trades, x_trades)
+    yn, xn = _pair_arrays(y_notional, x_notional)
+    with np.errstate(invalid="ignore"):
+        return (
+            (yt < min_trades)
+            | (xt < min_trades)
+            | (yn < min_notional)
+            | (xn < min_notional)
+        )
+
+
+# ------------------------------------------------------------------------ regime
+
+
+@dataclass(frozen=True, slots=True)
+class RegimeResult:
+    """Regime label and the reason, in words."""
+
+    label: str
+    reason: str
+
+
+REGIME_MEAN_REVERTING = "Mean-reverting"
+REGIME_TRENDING = "Trending"
+REGIME_DECOUPLED = "Decoupled"
+REGIME_INSUFFICIENT = "Insufficient data"
+
+
+def regime(
+    adf_pvalue: float | None,
+    return_corr: float | None,
+    half_life_bars: float | None,
+    window: int,
+) -> RegimeResult:
+    """Classify the pair's regime.
+
+    Rule, in order:
+
+    1. "Insufficient data" when the ADF p-value or the return correlation is missing
+       (None or NaN).
+    2. "Decoupled" when |return correlation| < 0.3: the legs no longer move together.
+    3. "Mean-reverting" when ADF p-value < 0.05 and the half-life is finite and
+       shorter than ``window`` bars.
+    4. "Trending" otherwise (the spread has a unit root, or reverts too slowly).
+    """
+
+    def missing(v: float | None) -> bool:
+        return v is None or not math.isfinite(v)
+
+    if missing(adf_pvalue) or missing(return_corr):
+        what = "ADF p-value" if missing(adf_pvalue) else "return correlation"
+        return RegimeResult(REGIME_INSUFFICIENT, f"no {what} yet")
+    if abs(return_corr) < REGIME_MIN_ABS_CORR:
+        return RegimeResult(
+            REGIME_DECOUPLED, f"|return correlation| {abs(return_corr):.2f} < 0.3"
+        )
+    hl_ok = half_life_bars is not None and math.isfinite(half_life_bars)
+    if adf_pvalue < REGIME_MAX_PVALUE and hl_ok and half_life_bars < window:
+        return RegimeResult(
+            REGIME_MEAN_REVERTING,
+            f"ADF p {adf_pvalue:.3f} < 0.05, half-life {half_life_bars:.1f} bars"
+            f" < window {window}",
+        )
+    hl_text = f"{half_life_bars:.1f} bars" if hl_ok else "none"
+    return RegimeResult(
+        REGIME_TRENDING,
+        f"ADF p {adf_pvalue:.3f}, half-life {hl_text} (window {window})",
+    )
+
+
+# ---------------------------------------------------------------------- backtest
+
+
+@dataclass(frozen=True, slots=True)
+class BacktestResult:
+    """Result of a spread backtest.
+
+    Attributes
+    ----------
+    equity : 1 + cumulative return on gross notional, per bar (starts at 1.0).
+    returns : per-bar return on the gross notional of the position it belongs to.
+    pnl : per-bar profit in quote currency, after costs.
+    total_return : equity[-1] - 1 (sum of per-bar returns; positions are not
+        compounded, each trade is sized at ``notional``).
+    total_pnl : sum of pnl in quote currency.
+    sharpe : mean(returns) / std(returns, ddof=1) * sqrt(bars per year); None when
+        undefined (fewer than 2 bars or zero variance).
+    max_drawdown : largest fall of equity from a previous peak (return units, >= 0).
+    n_trades : closed round trips. hit_rate : share of closed trades with pnl > 0
+        (None without closed trades).
+    trades : DataFrame entry_ts, exit_ts, side, entry_z, exit_z, pnl, return
+        (an open trade at the end has exit_ts NaT and is marked to market).
+    costs : total fees and slippage paid (quote currency).
+    ok, message : False and "insufficient data: ..." below 2 bars.
+    """
+
+    equity: np.ndarray
+    returns: np.ndarray
+    pnl: np.ndarray
+    total_return: float
+    total_pnl: float
+    sharpe: float | None
+    max_drawdown: float
+    n_trades: int
+    hit_rate: float | None
+    trades: pd.DataFrame
+    costs: float
+    ok: bool = True
+    message: str = ""
+
+
+TRADE_COLUMNS = ("entry_ts", "exit_ts", "side", "entry_z", "exit_z", "pnl", "return")
+
+
+def backtest(
+    y: Any,
+    x: Any,
+    beta: Any,
+    positions: Any,
+    *,
+    fee_bps: float,
+    slippage_bps: float = 0.0,
+    notional: float = 10_000.0,
+    interval_s: int = 60,
+    ts: Any = None,
+    z: Any = None,
+) -> BacktestResult:
+    """Backtest a spread position series without look-ahead.
+
+    Parameters
+    ----------
+    y, x : prices per bar.
+    beta : hedge ratio per bar (units of x per unit of y), estimated from data up to
+        each bar (rolling OLS or Kalman), or a scalar.
+    positions : +1 / 0 / -1 per bar, decided at the bar's close.
+    fee_bps, slippage_bps : cost per side on each leg's traded value, basis points.
+    notional : quote-currency value of the Y leg of one unit of position.
+    interval_s : bar length, for the Sharpe ratio's annualisation.
+    ts, z : optional bar timestamps and z-scores for the trades list.
+
+    Returns
+    -------
+    BacktestResult
+        Minimum data: 2 bars.
+
+    Notes
+    -----
+    On the bar t where a position p opens, q_y = notional / y_t units of Y and
+    q_x = beta_t q_y units of X are fixed (re-hedged only when a position opens);
+    gross notional G = q_y y_t + |q_x| x_t. The position decided on bar t earns bar
+    t+1's move: pnl_{t+1} = p_t (q_y (y_{t+1} - y_t) - q_x (x_{t+1} - x_t)), and the
+    return is pnl / G. Each change of position pays (fee_bps + slippage_bps) / 1e4 of
+    the traded value of both legs (closing at current prices, opening at G). A
+    position cannot open on a bar whose price or beta is not finite (it stays flat).
+    """
+    ya, xa = _pair_arrays(y, x)
+    n = ya.size
+    ba = np.broadcast_to(np.asarray(beta, dtype="float64"), (n,)).copy()
+    pa = _as_float_array(positions, "positions")
+    if pa.size != n:
+        raise ValueError(f"positions must have length {n} like y, got {pa.size}")
+    for name, value in (("fee_bps", fee_bps), ("slippage_bps", slippage_bps)):
+        if not (isinstance(value, (int, float)) and 0 <= value < math.inf):
+            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    if not (isinstance(notional, (int, float)) and 0 < notional < math.inf):
+        raise ValueError(f"notional must be a finite number > 0, got {notional!r}")
+    bpy = bars_per_year(interval_s)
+    ts_arr = None if ts is None else pd.DatetimeIndex(pd.to_datetime(ts, utc=True))
+    za = np.full(n, np.nan) if z is None else _as_float_array(z, "z")
+    empty_trades = pd.DataFrame({c: [] for c in TRADE_COLUMNS})
+    if n < 2:
+        zeros = np.zeros(n)
+        return BacktestResult(
+            np.ones(n),
+            zeros,
+            zeros.copy(),
+            0.0,
+            0.0,
+            None,
+            0.0,
+            0,
+            None,
+            empty_trades,
+            0.0,
+            False,
+            _insufficient(n, 2, "bars"),
+        )
+    pos = np.nan_to_num(np.clip(np.round(pa), -1, 1)).astype("int64")
+    cost_rate = (fee_bps + slippage_bps) / 1e4
+    # forward-filled prices for marking to market across missing bars
+    yf = pd.Series(ya).ffill().to_numpy()
+    xf = pd.Series(xa).ffill().to_numpy()
+    tradable = np.isfinite(yf) & np.isfinite(xf) & np.isfinite(ba) & (yf > 0)
+    # state machine over position changes (tight loop, cheap per bar)
+    pnl = np.zeros(n)
+    ret = np.zeros(n)
+    costs = 0.0
+    cur, qy, qx, gross = 0, 0.0, 0.0, 0.0
+    trades: list[dict[str, Any]] = []
+    open_trade: dict[str, Any] | None = None
+    trade_pnl = 0.0
+    yl, xl, bl, pl, tl = yf.tolist(), xf.tolist(), ba.tolist(), pos.tolist(), tradable
+    for t in range(n):
+        if t > 0 and cur != 0:
+            move = cur * (qy * (yl[t] - yl[t - 1]) - qx * (xl[t] - xl[t - 1]))
+            if move == move:
+                pnl[t] += move
+                ret[t] += move / gross
+                trade_pnl += move
+        want = pl[t] if tl[t] else (cur if pl[t] == cur else 0)
+        if want != cur:
+            if cur != 0:
+                value = qy * yl[t] + abs(qx) * xl[t]
+                c = cost_rate * value if value == value else 0.0
+                pnl[t] -= c
+                ret[t] -= c / gross
+                costs += c
+                trade_pnl -= c
+                open_trade.update(exit_i=t, pnl=trade_pnl, ret=trade_pnl / gross)
+                trades.append(open_trade)
+                open_trade = None
+            if want != 0:
+                qy = notional / yl[t]
+                qx = bl[t] * qy
+                gross = qy * yl[t] + abs(qx) * xl[t]
+                c = cost_rate * gross
+                pnl[t] -= c
+                ret[t] -= cost_rate
+                costs += c
+                trade_pnl = -c
+                open_trade = {"entry_i": t, "side": want}
+            cur = want
+    if open_trade is not None:
+        open_trade.update(exit_i=None, pnl=trade_pnl, ret=trade_pnl / gross)
+        trades.append(open_trade)
+    equity = 1.0 + np.cumsum(ret)
+    peak = np.maximum.accumulate(equity)
+    max_dd = float(np.max(peak - equity))
+    sd = float(np.std(ret, ddof=1))
+    sharpe = float(ret.mean() / sd * math.sqrt(bpy)) if sd > 1e-15 else None
+    closed = [tr for tr in trades if tr["exit_i"] is not None]
+    wins = sum(1 for tr in closed if tr["pnl"] > 0)
+    trades_df = _trades_frame(trades, ts_arr, za) if trades else empty_trades
+    return BacktestResult(
+        equity=equity,
+        returns=ret,
+        pnl=pnl,
+        total_return=float(equity[-1] - 1.0),
+        total_pnl=float(pnl.sum()),
+        sharpe=sharpe,
+        max_drawdown=max_dd,
+        n_trades=len(closed),
+        hit_rate=wins / len(closed) if closed else None,
+        trades=trades_df,
+        costs=float(costs),
+    )
+
+
+def _trades_frame(
+    trades: list[dict[str, Any]], ts: pd.DatetimeIndex | None, z: np.ndarray
+) -> pd.DataFrame:
+    """The trades list as a DataFrame with TRADE_COLUMNS."""
+    entry = np.array([tr["entry_i"] for tr in trades], dtype="int64")
+    exit_ = np.array(
+        [-1 if tr["exit_i"] is None else tr["exit_i"] for tr in trades], dtype="int64"
+    )
+    closed = exit_ >= 0
+    if ts is None:
+        entry_ts: Any = entry
+        exit_ts: Any = np.where(closed, exit_, -1)
+    else:
+        entry_ts = ts[entry]
+        exit_ts = ts[np.maximum(exit_, 0)].where(closed)
+    return pd.DataFrame(
+        {
+            "entry_ts": entry_ts,
+            "exit_ts": exit_ts,
+            "side": [
+                "long spread" if tr["side"] > 0 else "short spread" for tr in trades
+            ],
+            "entry_z": z[entry],
+            "exit_z": np.where(closed, z[np.maximum(exit_, 0)], np.nan),
+            "pnl": [float(tr["pnl"]) for tr in trades],
+            "return": [float(tr["ret"]) for tr in trades],
+        },
+        columns=list(TRADE_COLUMNS),
+    )
+
+
+# ------------------------------------------------------------------ pair params
+
+
+@dataclass(frozen=True, slots=True)
+class PairParams:
+    """Every choice behind a pair's analytics (carried by dashboard, alerts, exports).
+
+    Attributes
+    ----------
+    symbol_y, symbol_x : the dependent and the hedge leg (validated, upper-cased).
+    interval : bar interval such as "1s", "1m", "5m".
+    window : bars per rolling regression, z-score and correlation (>= 3).
+    hedge_method : "rolling_ols" (default), "kalman", or a static in-sample fit
+        "ols" / "huber" / "theil_sen".
+    kalman_delta, kalman_obs_var : Kalman state noise delta in (0, 1) and observation
+        variance (> 0).
+    price_space : "price" (default) or "log".
+    corr_on : "returns" (default) or "prices".
+    z_entry, z_exit, z_stop : signal thresholds (see ``zscore_signals``).
+    min_trades, min_notional : liquidity filter per leg and bar.
+    fee_bps, slippage_bps : costs per side per leg, basis points.
+    notional : Y-leg value of one unit of position (USDT).
+    max_ffill : buckets a missing close may be carried forward when aligning.
+    """
+
+    symbol_y: str = "BTCUSDT"
+    symbol_x: str = "ETHUSDT"
+    interval: str = "1m"
+    window: int = 60
+    hedge_method: str = "rolling_ols"
+    kalman_delta: float = KALMAN_DEFAULT_DELTA
+    kalman_obs_var: float = KALMAN_DEFAULT_OBS_VAR
+    price_space: str = "price"
+    corr_on: str = "returns"
+    z_entry: float = 2.0
+    z_exit: float = 0.0
+    z_stop: float | None = None
+    min_trades: int = 0
+    min_notional: float = 0.0
+    fee_bps: float = 4.0
+    slippage_bps: float = 0.0
+    notional: float = 10_000.0
+    max_ffill: int = 5
+
+    def __post_init__(self) -> None:
+        """Validate every field; ValueError names the field, rule and value."""
+        object.__setattr__(self, "symbol_y", _field_symbol("symbol_y", self.symbol_y))
+        object.__setattr__(self, "symbol_x", _field_symbol("symbol_x", self.symbol_x))
+        if self.symbol_y == self.symbol_x:
+            raise ValueError(
+                f"symbol_x must differ from symbol_y, got {self.symbol_x!r} twice"
+            )
+        try:
+            parse_interval(self.interval)
+        except ValueError as exc:
+            raise ValueError(f"interval: {exc}") from None
+        _field_int("window", self.window, 3)
+        _field_choice("hedge_method", self.hedge_method, HEDGE_METHODS)
+        _field_choice("price_space", self.price_space, PRICE_SPACES)
+        _field_choice("corr_on", self.corr_on, CORR_ON)
+        _field_number(
+            "kalman_delta", self.kalman_delta, "in (0, 1)", lambda v: 0 < v < 1
+        )
+        _field_number("kalman_obs_var", self.kalman_obs_var, "> 0", lambda v: v > 0)
+        _field_number("z_entry", self.z_entry, "> 0", lambda v: v > 0)
+        _field_number(
+            "z_exit",
+            self.z_exit,
+            f"in (-z_entry, z_entry) = (-{self.z_entry}, {self.z_entry})",
+            lambda v: -self.z_entry < v < self.z_entry,
+        )
+        if self.z_stop is not None:
+            _field_number(
+                "z_stop",
+                self.z_stop,
+                f"None or > z_entry ({self.z_entry})",
+                lambda v: v > self.z_entry,
+            )
+        _field_int("min_trades", self.min_trades, 0)
+        _field_number("min_notional", self.min_notional, ">= 0", lambda v: v >= 0)
+        _field_number("fee_bps", self.fee_bps, ">= 0", lambda v: v >= 0)
+        _field_number("slippage_bps", self.slippage_bps, ">= 0", lambda v: v >= 0)
+        _field_number("notional", self.notional, "> 0", lambda v: v > 0)
+        _field_int("max_ffill", self.max_ffill, 0)
+
+    @property
+    def interval_s(self) -> int:
+        """The interval in seconds."""
+        return parse_interval(self.interval)
+
+    def to_json(self) -> str:
+        """JSON object of all fields (sorted keys)."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> PairParams:
+        """Parse ``to_json`` output; missing fields take defaults.
+
+        Raises
+        ------
+        ValueError
+            Invalid JSON, not an object, unknown field, or an invalid value.
+        """
+        try:
+            data = json.loads(text)
+        except (TypeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"params JSON is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ValueError(
+                f"params JSON must be an object, got {type(data).__name__}"
+            )
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"params JSON has unknown fields {unknown}")
+        return cls(**data)
+
+
+def _field_symbol(name: str, value: Any) -> str:
+    """Validated, upper-cased symbol."""
+    try:
+        return normalize_symbol(value)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+
+
+def _field_int(name: str, value: Any, minimum: int) -> None:
+    """Raise unless value is an int >= minimum."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _field_choice(name: str, value: Any, options: tuple[str, ...]) -> None:
+    """Raise unless value is one of options."""
+    if value not in options:
+        raise ValueError(f"{name} must be one of {options}, got {value!r}")
+
+
+def _field_number(name: str, value: Any, rule: str, test: Any) -> None:
+    """Raise unless value is a finite real number passing test."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not test(value)
+    ):
+        raise ValueError(f"{name} must be a finite number {rule}, got {value!r}")
+
+
+# --------------------------------------------------------------- pair analytics
+
+
+@dataclass(frozen=True, slots=True)
+class LatestValues:
+    """The newest bar's values (None where not available).
+
+    ts : bar start. beta, alpha : hedge ratio used on that bar. spread : its spread.
+    spread_mean, spread_std : the z-score window's mean and std (for live z).
+    z : z-score. corr : rolling correlation. position : +1/0/-1. signal : its call.
+    """
+
+    ts: pd.Timestamp | None
+    beta: float | None
+    alpha: float | None
+    spread: float | None
+    spread_mean: float | None
+    spread_std: float | None
+    z: float | None
+    corr: float | None
+    position: int
+    signal: str
+
+
+@dataclass(frozen=True, slots=True)
+class PairAnalytics:
+    """Everything the dashboard shows for a pair, from one call.
+
+    Attributes
+    ----------
+    params : the PairParams used. interval_s : bar length.
+    n_bars : aligned bars analysed.
+    table : one row per aligned bar: ts, y, x, beta, alpha, spread, spread_mean,
+        spread_std, z, corr, position, signal, y_trades, x_trades, y_notional,
+        x_notional, excluded, equity (prices in quote currency; beta/alpha/spread in
+        the chosen price space).
+    in_sample : static fit over the whole view (the chosen static method, else OLS):
+        descriptive, labelled in-sample, never used to trade.
+    hedge_in_sample : True when spread/z/signals use that in-sample fit (hedge_method
+        "ols"/"huber"/"theil_sen"); the backtest then uses rolling OLS.
+    adf : ADF on the in-sample spread (None when with_tests=False).
+    eg : Engle-Granger test of y on x (None when with_tests=False).
+    half_life : half-life of the in-sample spread.
+    latest : newest bar's values. signal : latest.signal.
+    regime : regime label from ADF p, latest return correlation and half-life.
+    backtest : backtest of the positions with the no-look-ahead beta.
+    excluded_bars : bars left out by the liquidity filter or a bad price.
+    filled_y, filled_x : closes carried forward by the alignment.
+    messages : remarks in words ("insufficient data: ...", labels, counts).
+    """
+
+    params: PairParams
+    interval_s: int
+    n_bars: int
+    table: pd.DataFrame
+    in_sample: HedgeRatio
+    hedge_in_sample: bool
+    adf: AdfResult | None
+    eg: EngleGrangerResult | None
+    half_life: HalfLifeResult
+    latest: LatestValues
+    signal: str
+    regime: RegimeResult
+    backtest: BacktestResult
+    excluded_bars: int
+    filled_y: int
+    filled_x: int
+    messages: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        """True when a z-score exists on the newest bar."""
+        return self.latest.z is not None
+
+
+TABLE_COLUMNS = (
+    "ts",
+    "y",
+    "x",
+    "beta",
+    "alpha",
+    "spread",
+    "spread_mean",
+    "spread_std",
+    "z",
+    "corr",
+    "position",
+    "signal",
+    "y_trades",
+    "x_trades",
+    "y_notional",
+    "x_notional",
+    "excluded",
+    "equity",
+)
+
+
+def _expand(values: np.ndarray, valid_idx: np.ndarray, n: int) -> np.ndarray:
+    """Scatter values computed on valid rows back onto n rows (NaN elsewhere)."""
+    out = np.full(n, np.nan)
+    out[valid_idx] = values
+    return out
+
+
+def _ffill(values: np.ndarray) -> np.ndarray:
+    """Forward-fill NaNs."""
+    return pd.Series(values).ffill().to_numpy()
+
+
+def _none_if_nan(value: Any) -> float | None:
+    """float(value), or None when NaN/inf."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def pair_analytics(
+    bars_y: pd.DataFrame,
+    bars_x: pd.DataFrame,
+    params: PairParams,
+    *,
+    with_tests: bool = True,
+) -> PairAnalytics:
+    """All pair statistics for the dashboard, alerts and exports in one call.
+
+    Parameters
+    ----------
+    bars_y, bars_x : bar frames (``BAR_COLUMNS``) already at ``params.interval``.
+    params : PairParams.
+    with_tests : run ADF and Engle-Granger (the costly part; the dashboard runs
+        them once per closed bar).
+
+    Returns
+    -------
+    PairAnalytics
+        Minimum data: ``window`` valid bars for beta/z (``window + 1`` for the return
+        correlation), 20 for ADF/Engle-Granger; below that the affected parts are
+        NaN/None and ``messages`` says "insufficient data: have n, need m".
+
+    Notes
+    -----
+    1. Align closes on a common clock (forward-fill at most ``max_ffill`` buckets).
+    2. Transform to log prices if ``price_space="log"``.
+    3. Exclude bars failing the liquidity filter or with a non-positive price; the
+       regression and z-score run on the remaining bars, beta is carried forward
+       over excluded bars, whose spread and z are NaN.
+    4. Hedge: rolling OLS (beta_t from bars t-window+1..t), Kalman (filtered after
+       bar t, spread = forecast error), or the static in-sample fit.
+    5. z = rolling z-score of the spread over ``window``; positions from
+       ``zscore_signals``; backtest with the no-look-ahead beta (rolling OLS when the
+       hedge is in-sample), converted to units for log prices (beta * y / x).
+    6. ADF and half-life on the in-sample spread y - beta_is x - alpha_is; EG on y, x.
+    """
+    if not isinstance(params, PairParams):
+        raise ValueError(f"params must be a PairParams, got {type(params).__name__}")
+    interval_s = params.interval_s
+    window = params.window
+    messages: list[str] = []
+    aligned = align_pair(
+        bars_y, bars_x, max_ffill=params.max_ffill, interval_s=interval_s
+    )
+    frame = aligned.frame
+    n = len(frame)
+    py = frame["y"].to_numpy("float64")
+    px = frame["x"].to_numpy("float64")
+    good_price = np.isfinite(py) & np.isfinite(px) & (py > 0) & (px > 0)
+    excluded = ~good_price | liquidity_filter(
+        frame["y_trades"],
+        frame["x_trades"],
+        frame["y_notional"],
+        frame["x_notional"],
+        min_trades=params.min_trades,
+        min_notional=params.min_notional,
+    )
+    valid_idx = np.flatnonzero(~excluded)
+    with np.errstate(all="ignore"):
+        if params.price_space == "log":
+            sy = np.where(good_price, np.log(np.where(good_price, py, 1.0)), np.nan)
+            sx = np.where(good_price, np.log(np.where(good_price, px, 1.0)), np.nan)
+        else:
+            sy, sx = py, px
+    vy, vx = sy[valid_idx], sx[valid_idx]
+    nv = valid_idx.size
+    if aligned.filled_y or aligned.filled_x:
+        messages.append(
+            f"forward-filled {aligned.filled_y} {params.symbol_y} and "
+            f"{aligned.filled_x} {params.symbol_x} closes (at most "
+            f"{params.max_ffill} buckets)"
+        )
+    n_excl = int(excluded.sum())
+    if n_excl:
+        messages.append(
+            f"{n_excl} of {n} bars excluded by the liquidity filter (trades < "
+            f"{params.min_trades} or notional < {params.min_notional:g}) or a bad price"
+        )
+    # static in-sample fit (descriptive)
+    static_method = (
+        params.hedge_method if params.hedge_method in STATIC_METHODS else "ols"
+    )
+    in_sample = hedge_ratio(vy, vx, method=static_method)
+    if not in_sample.ok:
+        messages.append(f"in-sample {static_method}: {in_sample.message}")
+    # no-look-ahead hedge
+    hedge_in_sample = params.hedge_method in STATIC_METHODS
+    kalman_res = None
+    if params.hedge_method == "kalman":
+        kalman_res = kalman_hedge_ratio(
+            vy, vx, params.kalman_delta, params.kalman_obs_var
+        )
+        trade_beta_v, trade_alpha_v = kalman_res.beta, kalman_res.alpha
+        spread_v = kalman_res.error
+        if not kalman_res.ok:
+            messages.append(f"kalman: {kalman_res.message}")
+    else:
+        roll = rolling_hedge_ratio(vy, vx, window)
+        trade_beta_v, trade_alpha_v = roll.beta, roll.alpha
+        if not roll.ok:
+            messages.append(f"rolling OLS: {roll.message}")
+        if hedge_in_sample:
+            spread_v = spread(vy, vx, in_sample.beta, in_sample.alpha)
+            messages.append(
+                f"hedge ratio is the in-sample {static_method} fit over the view "
+                "(look-ahead): spread and z-score are in-sample; the backtest uses "
+                f"rolling OLS over {window} bars"
+            )
+        else:
+            spread_v = spread(vy, vx, trade_beta_v, trade_alpha_v)
+    zres = rolling_zscore(spread_v, window)
+    if not zres.ok:
+        messages.append(f"z-score: {zres.message}")
+    corr_res = rolling_correlation(vy, vx, window, on=params.corr_on)
+    if not corr_res.ok:
+        messages.append(f"correlation: {corr_res.message}")
+    # expand onto all bars
+    if hedge_in_sample:
+        beta_col = np.full(n, in_sample.beta)
+        alpha_col = np.full(n, in_sample.alpha)
+    else:
+        beta_col = _ffill(_expand(trade_beta_v, valid_idx, n))
+        alpha_col = _ffill(_expand(trade_alpha_v, valid_idx, n))
+    spread_col = _expand(spread_v, valid_idx, n)
+    mean_col = _expand(zres.mean, valid_idx, n)
+    std_col = _expand(zres.std, valid_idx, n)
+    z_col = _expand(zres.z, valid_idx, n)
+    corr_col = _expand(corr_res.corr, valid_idx, n)
+    sig = zscore_signals(z_col, params.z_entry, params.z_exit, params.z_stop)
+    # backtest with a no-look-ahead beta in price units
+    bt_beta = _ffill(_expand(trade_beta_v, valid_idx, n))
+    if params.price_space == "log":
+        with np.errstate(all="ignore"):
+            bt_beta = bt_beta * py / px
+    ts = frame["ts"]
+    bt = backtest(
+        py,
+        px,
+        bt_beta,
+        sig.position,
+        fee_bps=params.fee_bps,
+        slippage_bps=params.slippage_bps,
+        notional=params.notional,
+        interval_s=interval_s,
+        ts=ts,
+        z=z_col,
+    )
+    # tests and regime on the in-sample spread
+    in_spread = (
+        spread(vy, vx, in_sample.beta, in_sample.alpha) if in_sample.ok else vy * np.nan
+    )
+    hl = half_life(in_spread)
+    adf_res = eg_res = None
+    if with_tests:
+        adf_res = adf_test(in_spread)
+        eg_res = engle_granger(vy, vx)
+        if not adf_res.ok:
+            messages.append(f"ADF: {adf_res.message}")
+        if not eg_res.ok:
+            messages.append(f"Engle-Granger: {eg_res.message}")
+    last_corr = corr_res.corr[-1] if nv else np.nan
+    if params.corr_on != "returns" and nv > window:
+        tail = slice(nv - window - 1, nv)
+        last_corr = rolling_correlation(vy[tail], vx[tail], window).corr[-1]
+    reg = regime(
+        None if adf_res is None or not adf_res.ok else adf_res.pvalue,
+        _none_if_nan(last_corr) if nv else None,
+        hl.bars,
+        window,
+    )
+    if n == 0:
+        messages.append(_insufficient(0, window, "bars"))
+    table = pd.DataFrame(
+        {
+            "ts": ts.reset_index(drop=True),
+            "y": py,
+            "x": px,
+            "beta": beta_col,
+            "alpha": alpha_col,
+            "spread": spread_col,
+            "spread_mean": mean_col,
+            "spread_std": std_col,
+            "z": z_col,
+            "corr": corr_col,
+            "position": sig.position.astype("int64"),
+            "signal": sig.calls,
+            "y_trades": frame["y_trades"].to_numpy(),
+            "x_trades": frame["x_trades"].to_numpy(),
+            "y_notional": frame["y_notional"].to_numpy(),
+            "x_notional": frame["x_notional"].to_numpy(),
+            "excluded": excluded,
+            "equity": bt.equity,
+        }
+    )
+    if n:
+        latest = LatestValues(
+            ts=table["ts"].iloc[-1],
+            beta=_none_if_nan(beta_col[-1]),
+            alpha=_none_if_nan(alpha_col[-1]),
+            spread=_none_if_nan(spread_col[-1]),
+            spread_mean=_none_if_nan(mean_col[-1]),
+            spread_std=_none_if_nan(std_col[-1]),
+            z=_none_if_nan(z_col[-1]),
+            corr=_none_if_nan(corr_col[-1]),
+            position=int(sig.position[-1]),
+            signal=sig.signal,
+        )
+    else:
+        latest = LatestValues(
+            None, None, None, None, None, None, None, None, 0, SIGNAL_NEUTRAL
+        )
+    if params.hedge_method == "kalman" and kalman_res is not None:
+        messages.append(
+            f"Kalman hedge (delta {params.kalman_delta:g}, obs var "
+            f"{params.kalman_obs_var:g}): spread is the one-step forecast error"
+        )
+    return PairAnalytics(
+        params=params,
+        interval_s=interval_s,
+        n_bars=n,
+        table=table,
+        in_sample=in_sample,
+        hedge_in_sample=hedge_in_sample,
+        adf=adf_res,
+        eg=eg_res,
+        half_life=hl,
+        latest=latest,
+        signal=sig.signal,
+        regime=reg,
+        backtest=bt,
+        excluded_bars=n_excl,
+        filled_y=aligned.filled_y,
+        filled_x=aligned.filled_x,
+        messages=tuple(messages),
+    )
+
+
+def live_zscore(result: PairAnalytics, price_y: float, price_x: float) -> float | None:
+    """z-score of the newest trade prices against the latest analytics.
+
+    s = f(price_y) - beta f(price_x) - alpha with the latest beta/alpha (f = ln for
+    log prices), z = (s - spread_mean) / spread_std of the latest window. None when
+    the latest values are missing or a price is not positive and finite.
+    """
+    lat = result.latest
+    if None in (lat.beta, lat.alpha, lat.spread_mean, lat.spread_std):
+        return None
+    if lat.spread_std <= 0:
+        return None
+    try:
+        py, px = float(price_y), float(price_x)
+    except (TypeError, ValueError):
+        return None
+    if not (math.isfinite(py) and math.isfinite(px) and py > 0 and px > 0):
+        return None
+    if result.params.price_space == "log":
+        py, px = math.log(py), math.log(px)
+    s = py - lat.beta * px - lat.alpha
+    return (s - lat.spread_mean) / lat.spread_std
+
+
+__all__ = [
+    "AdfResult",
+    "BacktestResult",
+    "EngleGrangerResult",
+    "HalfLifeResult",
+    "HedgeRatio",
+    "KalmanResult",
+    "KalmanState",
+    "KalmanStep",
+    "LatestValues",
+    "PairAnalytics",
+    "PairParams",
+    "PriceStats",
+    "RegimeResult",
+    "RollingCorrelation",
+    "RollingHedge",
+    "RollingVolatility",
+    "RollingZScore",
+    "SignalResult",
+    "adf_test",
+    "annualization_factor",
+    "backtest",
+    "engle_granger",
+    "half_life",
+    "hedge_ratio",
+    "kalman_hedge_ratio",
+    "kalman_update",
+    "liquidity_filter",
+    "live_zscore",
+    "log_returns",
+    "pair_analytics",
+    "price_stats",
+    "regime",
+    "rolling_correlation",
+    "rolling_hedge_ratio",
+    "rolling_volatility",
+    "rolling_zscore",
+    "spread",
+    "zscore_signals",
+]
