@@ -1,0 +1,1439 @@
+"""Alert rules: a small grammar, edge-triggered evaluation, persistence, notifiers.
+
+A rule is one comparison ``METRIC OP NUMBER`` typed by the user, for example
+``abs(z) >= 2.5`` or ``BTCUSDT.price > 90000``. It is read by a tokenizer and a
+recursive-descent parser, never by ``eval``/``exec``; whatever does not fit the
+grammar raises :class:`RuleError`, whose message says where and what was expected.
+
+Evaluation is a pure state machine (:func:`step`): a rule fires when its condition
+turns true, re-arms when it turns false, never fires twice within its cooldown (an
+edge inside the cooldown is dropped, not delayed) and a metric that cannot be
+computed neither fires nor re-arms. :class:`AlertMonitor` runs inside the ingestion
+service's event loop (``IngestionService(tasks=[monitor.run])``), so rules are
+evaluated once per second whether or not a browser is open; each firing is stored in
+``alert_events`` before its webhook, if any, is called from a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.client
+import json
+import logging
+import math
+import re
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+
+import analytics
+import resampling
+import storage
+from analytics import PairParams
+from models import normalize_symbol
+
+log = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------- grammar
+
+MAX_RULE_CHARS = 200
+DEFAULT_COOLDOWN_S = 60.0
+
+PAIR_METRICS: tuple[str, ...] = (
+    "z",
+    "abs(z)",
+    "spread",
+    "beta",
+    "corr",
+    "adf_p",
+    "eg_p",
+    "half_life",
+)
+SYMBOL_FIELDS: tuple[str, ...] = ("price", "volume", "return")
+OPERATORS: tuple[str, ...] = (">", ">=", "<", "<=")
+#: What each metric means, for the rule editor's help text.
+METRIC_HELP: dict[str, str] = {
+    "z": "live z-score of the spread: newest trades against the window's mean/std",
+    "abs(z)": "absolute live z-score",
+    "spread": "live spread y - beta x - alpha (quote currency; log units if log)",
+    "beta": "hedge ratio of the latest closed bar",
+    "corr": "rolling correlation of the latest closed bar (returns by default)",
+    "adf_p": "ADF p-value of the in-sample spread (small: stationary)",
+    "eg_p": "Engle-Granger cointegration p-value (small: cointegrated)",
+    "half_life": "mean-reversion half-life in bars (infinite: not mean-reverting)",
+    "SYMBOL.price": "last trade price of SYMBOL",
+    "SYMBOL.volume": "SYMBOL's base volume in the latest closed bar",
+    "SYMBOL.return": "SYMBOL's return over the latest closed bar (0.01 = 1 %)",
+}
+VALID_METRICS_TEXT = (
+    "z, abs(z), spread, beta, corr, adf_p, eg_p, half_life, "
+    "SYMBOL.price, SYMBOL.volume, SYMBOL.return"
+)
+_OPERATORS_TEXT = "an operator (>, >=, <, <=)"
+
+_SYMBOL_RE = re.compile(r"[A-Za-z0-9]{2,20}", re.ASCII)
+# ASCII decimal: optional sign, digits with an optional fraction (or a bare
+# fraction), optional exponent. No underscores, hex, nan or inf (float() takes them).
+_NUMBER_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]+)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+# Token kinds. WORD is a run of ASCII letters, digits, '_', '.', '+', '-'; the
+# parser decides from context whether it is a metric name or a number.
+_TOKEN_RE = re.compile(
+    r"(?P<space>[ \t]+)"
+    r"|(?P<op>>=|<=|==|!=|=>|=<|>|<|=)"
+    r"|(?P<lparen>\()"
+    r"|(?P<rparen>\))"
+    r"|(?P<word>[A-Za-z0-9_.+\-]+)",
+    re.ASCII,
+)
+
+Op = Literal[">", ">=", "<", "<="]
+
+
+class RuleError(ValueError):
+    """A rule (or a rule setting) the user typed is not valid.
+
+    The message is meant to be shown as is. ``position`` is the 1-based character
+    position of the offending token in the rule text, or None when the error is not
+    about one position (too long, a bad webhook URL, a bad cooldown).
+    """
+
+    def __init__(self, message: str, position: int | None = None) -> None:
+        super().__init__(message)
+        self.position = position
+
+    def pointer(self, text: str) -> str:
+        """The rule text with a caret line under the offending position."""
+        if self.position is None:
+            return text
+        return f"{text}\n{' ' * (self.position - 1)}^"
+
+
+@dataclass(frozen=True, slots=True)
+class _Token:
+    kind: str  # "op", "lparen", "rparen", "word", "char", "end"
+    text: str
+    pos: int  # 0-based offset into the rule text
+
+
+@dataclass(frozen=True, slots=True)
+class RuleExpr:
+    """A parsed rule ``METRIC OP NUMBER``.
+
+    Attributes
+    ----------
+    metric : one of ``PAIR_METRICS`` for a pair metric, or one of ``SYMBOL_FIELDS``
+        (``"price"``, ``"volume"``, ``"return"``) for a symbol metric.
+    symbol : upper-case symbol for a symbol metric, None for a pair metric.
+    op : comparison operator, one of ``>``, ``>=``, ``<``, ``<=``.
+    threshold : the finite number the metric is compared with, in the metric's unit
+        (z in standard deviations, spread and price in quote currency, volume in
+        base units, return as a fraction: 0.01 is 1 %).
+    text : canonical text of the rule, e.g. ``"abs(z) >= 2.5"``.
+    """
+
+    metric: str
+    symbol: str | None
+    op: Op
+    threshold: float
+    text: str
+
+    @property
+    def key(self) -> str:
+        """The metric's key in :func:`compute_metrics`' result (``BTCUSDT.price``)."""
+        return self.metric if self.symbol is None else f"{self.symbol}.{self.metric}"
+
+    def holds(self, value: float) -> bool:
+        """Whether ``value OP threshold`` is true."""
+        if self.op == ">":
+            return value > self.threshold
+        if self.op == ">=":
+            return value >= self.threshold
+        if self.op == "<":
+            return value < self.threshold
+        return value <= self.threshold
+
+
+def _tokenize(text: str) -> list[_Token]:
+    """Split rule text into tokens; a character outside the grammar is a 'char'."""
+    tokens: list[_Token] = []
+    pos = 0
+    while pos < len(text):
+        match = _TOKEN_RE.match(text, pos)
+        if match is None:
+            tokens.append(_Token("char", text[pos], pos))
+            pos += 1
+            continue
+        kind = match.lastgroup or "char"
+        if kind != "space":
+            tokens.append(_Token(kind, match.group(), pos))
+        pos = match.end()
+    tokens.append(_Token("end", "", len(text)))
+    return tokens
+
+
+def _describe(token: _Token) -> str:
+    return "end of rule" if token.kind == "end" else repr(token.text)
+
+
+class _Parser:
+    """Recursive descent over the token list: rule := metric op number END."""
+
+    def __init__(self, text: str) -> None:
+        self.tokens = _tokenize(text)
+        self.index = 0
+
+    def peek(self, ahead: int = 0) -> _Token:
+        return self.tokens[min(self.index + ahead, len(self.tokens) - 1)]
+
+    def advance(self) -> _Token:
+        token = self.peek()
+        self.index += 1
+        return token
+
+    @staticmethod
+    def fail(token: _Token, what: str) -> RuleError:
+        return RuleError(f"at position {token.pos + 1}: {what}", token.pos + 1)
+
+    def rule(self) -> RuleExpr:
+        metric, symbol = self.metric()
+        op = self.operator()
+        threshold, number_text = self.number()
+        end = self.advance()
+        if end.kind != "end":
+            raise self.fail(end, f"expected end of rule, got {_describe(end)}")
+        key = metric if symbol is None else f"{symbol}.{metric}"
+        return RuleExpr(metric, symbol, op, threshold, f"{key} {op} {number_text}")
+
+    def metric(self) -> tuple[str, str | None]:
+        token = self.advance()
+        valid = f"; valid metrics: {VALID_METRICS_TEXT}"
+        if token.kind != "word":
+            raise self.fail(token, f"expected a metric, got {_describe(token)}{valid}")
+        name = token.text
+        if self.peek().kind == "lparen":
+            return self.function(token), None
+        if "." in name:
+            return self.symbol_metric(token)
+        lowered = name.lower()
+        if lowered in PAIR_METRICS:
+            return lowered, None
+        raise self.fail(token, f"unknown metric {name!r}{valid}")
+
+    def function(self, name: _Token) -> str:
+        valid = f"; valid metrics: {VALID_METRICS_TEXT}"
+        if name.text.lower() != "abs":
+            raise self.fail(name, f"unknown metric {name.text!r}{valid}")
+        self.advance()  # "("
+        inner = self.advance()
+        if inner.kind != "word" or inner.text.lower() != "z":
+            raise self.fail(inner, f"expected z inside abs( ), got {_describe(inner)}")
+        close = self.advance()
+        if close.kind != "rparen":
+            raise self.fail(close, f"expected ')', got {_describe(close)}")
+        return "abs(z)"
+
+    def symbol_metric(self, token: _Token) -> tuple[str, str]:
+        symbol, _, field = token.text.partition(".")
+        if not _SYMBOL_RE.fullmatch(symbol):
+            raise self.fail(
+                token,
+                f"symbol {symbol!r} must be 2-20 letters or digits (like BTCUSDT)",
+            )
+        if field.lower() not in SYMBOL_FIELDS:
+            field_token = _Token("word", field, token.pos + len(symbol) + 1)
+            raise self.fail(
+                field_token,
+                f"unknown symbol metric {field!r}; valid: "
+                f"{symbol.upper()}.price, {symbol.upper()}.volume, "
+                f"{symbol.upper()}.return",
+            )
+        return field.lower(), symbol.upper()
+
+    def operator(self) -> Op:
+        token = self.advance()
+        if token.kind == "op" and token.text in OPERATORS:
+            return token.text  # type: ignore[return-value]
+        if token.kind == "op":
+            raise self.fail(
+                token,
+                f"operator {token.text!r} is not supported; use one of >, >=, <, <=",
+            )
+        raise self.fail(token, f"expected {_OPERATORS_TEXT}, got {_describe(token)}")
+
+    def number(self) -> tuple[float, str]:
+        token = self.advance()
+        if token.kind != "word" or not _NUMBER_RE.fullmatch(token.text):
+            hint = ""
+            if token.kind == "char" and not token.text.isascii():
+                hint = " (only ASCII digits 0-9 are allowed)"
+            elif token.text.lower().lstrip("+-") in ("nan", "inf", "infinity"):
+                hint = " (NaN and infinity are not allowed)"
+            raise self.fail(
+                token,
+                f"expected a number like 2, -0.5 or 1e-3, got {_describe(token)}{hint}",
+            )
+        value = float(token.text)
+        if not math.isfinite(value):
+            raise self.fail(
+                token, f"number {token.text!r} is too large (must be finite)"
+            )
+        return value, token.text
+
+
+def parse_rule(text: str) -> RuleExpr:
+    """Parse a rule ``METRIC OP NUMBER``.
+
+    Grammar (ASCII only; spaces and tabs between tokens are ignored)::
+
+        rule    := metric op number
+        metric  := "z" | "abs" "(" "z" ")" | "spread" | "beta" | "corr"
+                 | "adf_p" | "eg_p" | "half_life" | SYMBOL "." field
+        field   := "price" | "volume" | "return"
+        SYMBOL  := [A-Za-z0-9]{2,20}          (upper-cased)
+        op      := ">" | ">=" | "<" | "<="
+        number  := [+-]? (digits ("." digits)? | "." digits) ([eE] [+-]? digits)?
+
+    Metric names and fields are case-insensitive. The number must be finite.
+
+    Parameters
+    ----------
+    text : the rule as typed, at most ``MAX_RULE_CHARS`` (200) characters.
+
+    Returns
+    -------
+    RuleExpr
+        The parsed rule, with canonical ``text`` (e.g. ``"abs(z) >= 2.5"``).
+
+    Raises
+    ------
+    RuleError
+        A ``ValueError`` whose message gives the 1-based position of the offending
+        token and what was expected there (listing the valid metrics where a metric
+        was expected), e.g. ``at position 6: expected end of rule, got ';'``.
+    """
+    if not isinstance(text, str):
+        raise RuleError(f"rule must be text, got {type(text).__name__}")
+    if len(text) > MAX_RULE_CHARS:
+        raise RuleError(
+            f"rule is {len(text)} characters long; the limit is {MAX_RULE_CHARS}"
+        )
+    return _Parser(text).rule()
+
+
+# --------------------------------------------------------------------- rule settings
+
+WEBHOOK_FORMATS: tuple[str, ...] = ("json", "slack", "discord", "telegram")
+MAX_WEBHOOK_URL_CHARS = 2048
+
+
+def validate_webhook(url: str | None, fmt: str = "json") -> str | None:
+    """Check a webhook URL and format; return the URL stripped, or None for no webhook.
+
+    Only ``http`` and ``https`` URLs with a host are accepted. For ``telegram`` the
+    URL is the bot's ``sendMessage`` URL and must carry the chat in a ``chat_id``
+    query parameter (``https://api.telegram.org/botTOKEN/sendMessage?chat_id=42``).
+
+    Raises
+    ------
+    RuleError
+        Naming the setting, the rule and the value received.
+    """
+    if fmt not in WEBHOOK_FORMATS:
+        raise RuleError(
+            f"webhook_format must be one of {', '.join(WEBHOOK_FORMATS)}, got {fmt!r}"
+        )
+    if url is None or not str(url).strip():
+        return None
+    url = str(url).strip()
+    if len(url) > MAX_WEBHOOK_URL_CHARS:
+        raise RuleError(
+            f"webhook_url is {len(url)} characters long; "
+            f"the limit is {MAX_WEBHOOK_URL_CHARS}"
+        )
+    if not url.isascii() or any(c.isspace() or ord(c) < 32 for c in url):
+        raise RuleError(
+            "webhook_url must be plain ASCII without spaces or control characters"
+        )
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port  # raises ValueError on a bad port
+    except ValueError as exc:
+        raise RuleError(f"webhook_url is not a valid URL: {exc}") from None
+    del port
+    if parts.scheme.lower() not in ("http", "https"):
+        raise RuleError(
+            f"webhook_url must start with http:// or https://, got {url[:40]!r}"
+        )
+    if not parts.hostname:
+        raise RuleError(f"webhook_url has no host: {url[:40]!r}")
+    if fmt == "telegram" and not _telegram_chat_id(url):
+        raise RuleError(
+            "a telegram webhook_url must carry the chat as a query parameter, like "
+            "https://api.telegram.org/bot<TOKEN>/sendMessage?chat_id=<CHAT>"
+        )
+    return url
+
+
+def _telegram_chat_id(url: str) -> str | None:
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
+    values = query.get("chat_id") or [""]
+    return values[0].strip() or None
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRule:
+    """A rule with everything needed to evaluate and notify it.
+
+    Attributes
+    ----------
+    id : row id in ``alert_rules``; None before the rule is stored.
+    expr : the parsed condition.
+    params : the pair settings selected when the rule was created (pair, timeframe,
+        window, hedge method and its settings); the metric is computed with them.
+    cooldown_s : minimum seconds between two firings (>= 0, finite).
+    enabled : disabled rules are not evaluated.
+    webhook_url : optional http(s) URL POSTed on each firing.
+    webhook_format : body shape: ``json``, ``slack``, ``discord`` or ``telegram``.
+    created_ms : creation time, ms since the epoch UTC (0 when unknown).
+    """
+
+    id: int | None
+    expr: RuleExpr
+    params: PairParams
+    cooldown_s: float = DEFAULT_COOLDOWN_S
+    enabled: bool = True
+    webhook_url: str | None = None
+    webhook_format: str = "json"
+    created_ms: int = 0
+
+    def __post_init__(self) -> None:
+        cooldown = self.cooldown_s
+        if (
+            isinstance(cooldown, bool)
+            or not isinstance(cooldown, int | float)
+            or not math.isfinite(cooldown)
+            or cooldown < 0
+        ):
+            raise RuleError(
+                f"cooldown_s must be a finite number of seconds >= 0, got {cooldown!r}"
+            )
+        url = validate_webhook(self.webhook_url, self.webhook_format)
+        object.__setattr__(self, "webhook_url", url)
+
+    @classmethod
+    def create(
+        cls,
+        text: str,
+        params: PairParams,
+        *,
+        cooldown_s: float = DEFAULT_COOLDOWN_S,
+        enabled: bool = True,
+        webhook_url: str | None = None,
+        webhook_format: str = "json",
+        created_ms: int = 0,
+    ) -> AlertRule:
+        """Parse ``text`` into an unsaved rule (``id=None``); RuleError if invalid."""
+        return cls(
+            None,
+            parse_rule(text),
+            params,
+            cooldown_s,
+            enabled,
+            webhook_url,
+            webhook_format,
+            created_ms,
+        )
+
+    @property
+    def pair(self) -> str:
+        """``"BTCUSDT/ETHUSDT"``: the rule's pair (y/x)."""
+        return f"{self.params.symbol_y}/{self.params.symbol_x}"
+
+
+# ------------------------------------------------------------------ edge triggering
+
+RuleStatus = Literal["armed", "firing", "cooling down", "waiting for data"]
+
+
+@dataclass(frozen=True, slots=True)
+class RuleState:
+    """Evaluation state of one rule between two evaluations.
+
+    Attributes
+    ----------
+    status : ``armed`` (condition false, a true edge fires), ``firing`` (condition
+        true: fired, or its edge was dropped in the cooldown; it must turn false
+        before it can fire again), ``cooling down`` (condition false but within the
+        cooldown of the last firing) or ``waiting for data`` (metric unavailable).
+    condition : last known truth of the condition; None before any value was seen.
+        A missing value leaves it unchanged (it neither fires nor re-arms).
+    last_fired_ms : time of the last firing, ms since the epoch UTC, or None.
+    last_value : the latest metric value, None when it could not be computed.
+    """
+
+    status: RuleStatus = "armed"
+    condition: bool | None = None
+    last_fired_ms: int | None = None
+    last_value: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """Outcome of :func:`step`.
+
+    Attributes
+    ----------
+    state : the new state.
+    fired : True when the condition turned true outside the cooldown.
+    dropped : True when the condition turned true inside the cooldown (not fired,
+        and not delayed either).
+    """
+
+    state: RuleState
+    fired: bool
+    dropped: bool = False
+
+
+def step(
+    rule: AlertRule, state: RuleState, value: float | None, now_ms: int
+) -> StepResult:
+    """Advance one rule's edge-trigger state machine by one evaluation.
+
+    Parameters
+    ----------
+    rule : the rule (its ``expr`` and ``cooldown_s`` are used).
+    state : the state after the previous evaluation (``RuleState()`` initially,
+        which counts as armed).
+    value : the metric now; None or NaN when it cannot be computed.
+    now_ms : evaluation time, ms since the epoch UTC.
+
+    Returns
+    -------
+    StepResult
+        ``fired`` is True exactly when the condition is true now, was not true at
+        the last evaluation that had a value (false or never seen), and
+        ``now_ms - last_fired_ms >= cooldown_s * 1000`` (or it never fired). A true
+        edge inside the cooldown is dropped (``dropped=True``): the condition is
+        recorded as true, so it must turn false before it can fire again. A missing
+        value keeps ``condition`` and ``last_fired_ms`` unchanged.
+    """
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return StepResult(
+            RuleState("waiting for data", state.condition, state.last_fired_ms, None),
+            fired=False,
+        )
+    value = float(value)
+    condition = rule.expr.holds(value)
+    cooldown_ms = rule.cooldown_s * 1000.0
+    in_cooldown = (
+        state.last_fired_ms is not None and now_ms - state.last_fired_ms < cooldown_ms
+    )
+    if condition:
+        edge = state.condition is not True
+        fired = edge and not in_cooldown
+        last_fired = now_ms if fired else state.last_fired_ms
+        new = RuleState("firing", True, last_fired, value)
+        return StepResult(new, fired=fired, dropped=edge and in_cooldown)
+    status: RuleStatus = "cooling down" if in_cooldown else "armed"
+    return StepResult(RuleState(status, False, state.last_fired_ms, value), False)
+
+
+# ---------------------------------------------------------------------- persistence
+
+
+def save_rule(writer: storage.Writer, rule: AlertRule) -> AlertRule:
+    """Store a new rule through the writer; return it with its ``id``.
+
+    The canonical rule text and ``rule.params.to_json()`` are stored, so
+    :func:`load_rules` rebuilds an equal rule (``created_ms`` comes from storage).
+    """
+    rule_id = writer.add_alert_rule(
+        rule.expr.text,
+        rule.params.to_json(),
+        float(rule.cooldown_s),
+        bool(rule.enabled),
+        rule.webhook_url,
+        rule.webhook_format,
+    )
+    return replace(rule, id=int(rule_id))
+
+
+def rule_from_row(row: storage.AlertRuleRow) -> AlertRule:
+    """Rebuild an `AlertRule` from a stored row; ValueError if it is invalid."""
+    return AlertRule(
+        id=int(row.id),
+        expr=parse_rule(row.text),
+        params=PairParams.from_json(row.params_json),
+        cooldown_s=float(row.cooldown_s),
+        enabled=bool(row.enabled),
+        webhook_url=row.webhook_url,
+        webhook_format=row.webhook_format or "json",
+        created_ms=int(row.created_ms or 0),
+    )
+
+
+def load_rules(db_path: str | Path, *, enabled_only: bool = False) -> list[AlertRule]:
+    """Read the stored rules, oldest first; a row that no longer parses is skipped.
+
+    Returns an empty list when the database file does not exist yet.
+    """
+    if not Path(db_path).exists():
+        return []
+    rules: list[AlertRule] = []
+    for row in storage.list_alert_rules(db_path):
+        if enabled_only and not row.enabled:
+            continue
+        try:
+            rules.append(rule_from_row(row))
+        except ValueError as exc:
+            log.warning("alert rule %s skipped: %s", row.id, exc)
+    return rules
+
+
+@dataclass(frozen=True, slots=True)
+class AlertEvent:
+    """One stored firing.
+
+    Attributes
+    ----------
+    id : row id in ``alert_events`` (increasing).
+    rule_id : the rule that fired.
+    rule_text : the rule's text at the time it fired.
+    fired_ms : firing time, ms since the epoch UTC.
+    value : the metric value that made the condition true.
+    snapshot : prices, beta, spread and z at the firing (parsed snapshot JSON).
+    notify_status : webhook outcome (``sent``, ``failed``) or None when no webhook
+        was called (yet).
+    notify_detail : outcome detail (HTTP status, error, tries).
+    """
+
+    id: int
+    rule_id: int
+    rule_text: str | None
+    fired_ms: int
+    value: float | None
+    snapshot: dict[str, Any]
+    notify_status: str | None
+    notify_detail: str | None
+
+
+def _events_from_frame(frame: pd.DataFrame) -> list[AlertEvent]:
+    events = []
+    for row in frame.itertuples(index=False):
+        try:
+            snapshot = json.loads(row.snapshot_json) if row.snapshot_json else {}
+        except ValueError:
+            snapshot = {}
+        value = None if pd.isna(row.value) else float(row.value)
+        events.append(
+            AlertEvent(
+                id=int(row.id),
+                rule_id=int(row.rule_id),
+                rule_text=None if pd.isna(row.rule_text) else str(row.rule_text),
+                fired_ms=int(row.fired_ms),
+                value=value,
+                snapshot=snapshot if isinstance(snapshot, dict) else {},
+                notify_status=None
+                if pd.isna(row.notify_status)
+                else str(row.notify_status),
+                notify_detail=None
+                if pd.isna(row.notify_detail)
+                else str(row.notify_detail),
+            )
+        )
+    return events
+
+
+def new_events_since(
+    db_path: str | Path, last_id: int, *, limit: int = 1000
+) -> list[AlertEvent]:
+    """Events with ``id > last_id``, oldest first: what a session has not shown yet.
+
+    A session keeps the largest id it has shown (start with ``latest_event_id``, so a
+    new session does not replay old toasts) and toasts the events returned.
+    """
+    if not Path(db_path).exists():
+        return []
+    frame = storage.list_alert_events(db_path, limit=limit)
+    if frame.empty:
+        return []
+    frame = frame[frame["id"] > int(last_id)].sort_values("id")
+    return _events_from_frame(frame)
+
+
+def latest_event_id(db_path: str | Path) -> int:
+    """Largest stored event id, 0 when there is none."""
+    if not Path(db_path).exists():
+        return 0
+    frame = storage.list_alert_events(db_path, limit=1)
+    return 0 if frame.empty else int(frame["id"].max())
+
+
+# -------------------------------------------------------------------------- metrics
+
+# The view the metrics are computed over mirrors the dashboard's "auto" lookback
+# (app.py): 3 windows of bars, at least 15 minutes, at most a day and 20 000 bars;
+# a bar counts as closed CLOSE_GRACE_MS after its end (flush interval plus lag).
+AUTO_LOOKBACK_WINDOWS = 3
+MIN_LOOKBACK_S = 15 * 60
+MAX_LOOKBACK_S = 24 * 3600
+MAX_BARS = 20_000
+CLOSE_GRACE_MS = 500
+
+
+def lookback_s(params: PairParams) -> int:
+    """Seconds of history the metrics read: ``3 * window`` bars, 15 min to 24 h."""
+    bars = AUTO_LOOKBACK_WINDOWS * params.window
+    wanted = max(bars * params.interval_s, MIN_LOOKBACK_S)
+    return min(wanted, MAX_LOOKBACK_S, MAX_BARS * params.interval_s)
+
+
+def closed_end_ms(now_ms: int, interval_s: int) -> int:
+    """End (exclusive) of the newest closed bar: ``floor((now - grace) / i) * i``."""
+    step = interval_s * 1000
+    return ((int(now_ms) - CLOSE_GRACE_MS) // step) * step
+
+
+@dataclass(slots=True)
+class MetricsCache:
+    """Per-closed-bar results reused between evaluations (mutable; one per monitor).
+
+    ``pair`` maps ``params.to_json()`` to ``(closed_end_ms, PairAnalytics)``;
+    ``symbol`` maps ``(symbol, interval_s)`` to ``(closed_end_ms, volume, return)``.
+    An entry is recomputed only when a newer bar of its timeframe has closed, so
+    ADF, Engle-Granger and half-life run once per closed bar. ``computations``
+    counts pair analytics runs (for tests and the status line).
+    """
+
+    pair: dict[str, tuple[int, Any]] = field(default_factory=dict)
+    symbol: dict[tuple[str, int], tuple[int, float | None, float | None]] = field(
+        default_factory=dict
+    )
+    computations: int = 0
+
+    def retain(self, params_keys: set[str], symbol_keys: set[tuple[str, int]]) -> None:
+        """Forget entries no enabled rule uses any more."""
+        for key in set(self.pair) - params_keys:
+            del self.pair[key]
+        for key in set(self.symbol) - symbol_keys:
+            del self.symbol[key]
+
+
+def _finite(value: Any) -> float | None:
+    """Float of a number (infinite allowed), None for None/NaN/non-numbers."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number
+
+
+def _bars(
+    db_path: str | Path, symbol: str, interval_s: int, start_ms: int, end_ms: int
+) -> pd.DataFrame:
+    """Bars of ``interval_s`` over ``[start_ms, end_ms)`` from stored 1 s bars.
+
+    The same path as the dashboard (``read_bars_1s`` then ``resample_bars``), so the
+    numbers agree.
+    """
+    bars = storage.read_bars_1s(db_path, symbol, start_ms, end_ms)
+    if interval_s == 1 or bars.empty:
+        return bars
+    return resampling.resample_bars(bars, interval_s)
+
+
+def symbol_bar_metrics(
+    db_path: str | Path, symbol: str, interval_s: int, end_ms: int
+) -> tuple[float | None, float | None]:
+    """Volume and simple return of the closed bucket ``[end_ms - interval, end_ms)``.
+
+    Returns
+    -------
+    (volume, return)
+        ``volume`` in base units (0 for a bucket without trades); ``return`` is
+        ``close / previous_close - 1`` as a fraction, the previous close being the
+        last 1 s close in the bucket before (0 for a bucket without trades). Either is
+        None when the data to compute it is missing (no bar in either bucket, or no
+        previous close).
+    """
+    step = interval_s * 1000
+    bars = storage.read_bars_1s(db_path, symbol, end_ms - 2 * step, end_ms)
+    if bars.empty:
+        return None, None
+    ts_ms = bars["ts"].dt.as_unit("ms").astype("int64").to_numpy()
+    inside = ts_ms >= end_ms - step
+    volume = float(bars["volume"].to_numpy("float64")[inside].sum())
+    closes = bars["close"].to_numpy("float64")
+    if inside.all():
+        return volume, None
+    prev_close = float(closes[~inside][-1])
+    close = float(closes[inside][-1]) if inside.any() else prev_close
+    if not prev_close > 0:
+        return volume, None
+    return volume, close / prev_close - 1.0
+
+
+def compute_metrics(
+    db_path: str | Path,
+    params: PairParams,
+    now_ms: int,
+    cache: MetricsCache,
+    *,
+    symbols: Iterable[str] = (),
+) -> dict[str, float | None]:
+    """Every rule metric for one pair setting, read from the database at ``now_ms``.
+
+    Parameters
+    ----------
+    db_path : database to read (read-only connections; any thread).
+    params : the rule's pair settings (pair, timeframe, window, hedge method...).
+    now_ms : evaluation time, ms since the epoch UTC.
+    cache : reused between calls; pair analytics and per-symbol bar metrics are
+        recomputed only when a newer bar of ``params.interval`` has closed.
+    symbols : extra symbols whose ``SYM.price/volume/return`` are wanted besides the
+        pair's two.
+
+    Returns
+    -------
+    dict
+        Keys ``z``, ``abs(z)``, ``spread``, ``beta``, ``corr``, ``adf_p``, ``eg_p``,
+        ``half_life`` and ``SYM.price``, ``SYM.volume``, ``SYM.return`` per symbol;
+        a value is None when it cannot be computed (insufficient data).
+
+    Notes
+    -----
+    The view is the dashboard's (auto lookback): closed bars over
+    ``[end - lookback_s(params), end)`` with ``end = closed_end_ms(now_ms)``, read
+    from 1 s bars and resampled, analysed by ``analytics.pair_analytics(...,
+    with_tests=True)`` once per closed bar. ``z`` and ``spread`` are live: the
+    newest trade prices (``storage.last_tick``) against that view's latest hedge
+    ratio and spread statistics, ``s = f(p_y) - beta f(p_x) - alpha`` with f = ln
+    for log prices, ``z = (s - mean) / std`` (``analytics.live_zscore``). ``beta``
+    and ``corr`` are the latest closed bar's; ``adf_p`` (ADF on the in-sample
+    spread), ``eg_p`` (Engle-Granger) and ``half_life`` (in bars) are the view's.
+    ``SYM.price`` is the last trade price; ``SYM.volume`` and ``SYM.return`` are
+    over the latest closed bar (:func:`symbol_bar_metrics`). Needs ``window`` bars
+    for beta/z and 20 for the tests; below that the values are None. Run it in a
+    worker thread: the tests take up to a second on long views (decision 11).
+    """
+    interval_s = params.interval_s
+    end = closed_end_ms(now_ms, interval_s)
+    sym_y, sym_x = params.symbol_y, params.symbol_x
+    extra = [normalize_symbol(s) for s in symbols]
+    all_symbols = list(dict.fromkeys([sym_y, sym_x, *extra]))
+    out: dict[str, float | None] = dict.fromkeys(PAIR_METRICS)
+    ticks = {sym: storage.last_tick(db_path, sym) for sym in all_symbols}
+    for sym in all_symbols:
+        tick = ticks[sym]
+        out[f"{sym}.price"] = None if tick is None else float(tick.price)
+        key = (sym, interval_s)
+        entry = cache.symbol.get(key)
+        if entry is None or entry[0] != end:
+            entry = (end, *symbol_bar_metrics(db_path, sym, interval_s, end))
+            cache.symbol[key] = entry
+        out[f"{sym}.volume"], out[f"{sym}.return"] = entry[1], entry[2]
+
+    params_key = params.to_json()
+    cached = cache.pair.get(params_key)
+    if cached is None or cached[0] != end:
+        step = interval_s * 1000
+        start = ((end - lookback_s(params) * 1000) // step) * step
+        bars_y = _bars(db_path, sym_y, interval_s, start, end)
+        bars_x = _bars(db_path, sym_x, interval_s, start, end)
+        result = analytics.pair_analytics(bars_y, bars_x, params, with_tests=True)
+        cached = (end, result)
+        cache.pair[params_key] = cached
+        cache.computations += 1
+    tick_y, tick_x = ticks[sym_y], ticks[sym_x]
+    if tick_y is not None and tick_x is not None:
+        out.update(pair_values(cached[1], tick_y.price, tick_x.price))
+    else:
+        out.update(pair_values(cached[1], None, None))
+    return out
+
+
+def pair_values(
+    result: analytics.PairAnalytics, price_y: float | None, price_x: float | None
+) -> dict[str, float | None]:
+    """Pair metrics from a PairAnalytics and the newest trade prices (None: no live)."""
+    latest = result.latest
+    z = spread = None
+    if price_y is not None and price_x is not None:
+        z = _finite(analytics.live_zscore(result, price_y, price_x))
+        if z is not None and latest.beta is not None and latest.alpha is not None:
+            fy, fx = float(price_y), float(price_x)
+            if result.params.price_space == "log":
+                fy, fx = math.log(fy), math.log(fx)
+            spread = fy - latest.beta * fx - latest.alpha
+    adf, eg, half = result.adf, result.eg, result.half_life
+    return {
+        "z": z,
+        "abs(z)": None if z is None else abs(z),
+        "spread": spread,
+        "beta": _finite(latest.beta),
+        "corr": _finite(latest.corr),
+        "adf_p": _finite(adf.pvalue) if adf is not None and adf.ok else None,
+        "eg_p": _finite(eg.pvalue) if eg is not None and eg.ok else None,
+        "half_life": _half_life_bars(half),
+    }
+
+
+def _half_life_bars(half: analytics.HalfLifeResult) -> float | None:
+    """Half-life in bars; infinite when the fit shows no mean reversion (b >= 0)."""
+    if not half.ok:
+        return None
+    if half.bars is not None:
+        return _finite(half.bars)
+    b = _finite(half.b)
+    return math.inf if b is not None and b >= 0 else None
+
+
+# -------------------------------------------------------------------- notifications
+
+WEBHOOK_TIMEOUT_S = 3.0
+WEBHOOK_TRIES = 3
+WEBHOOK_BACKOFF_S = 0.5  # waits 0.5 s, then 1 s, ... between tries
+USER_AGENT = "pair-analytics-alerts/1"
+
+
+def _json_number(value: float | None) -> float | None:
+    """A value JSON can carry: None for missing, NaN or infinite."""
+    return value if value is not None and math.isfinite(value) else None
+
+
+def build_snapshot(
+    rule: AlertRule, metrics: dict[str, float | None], value: float
+) -> dict[str, Any]:
+    """What the market looked like when a rule fired: prices, beta, spread, z."""
+    p = rule.params
+    return {
+        "pair": rule.pair,
+        "interval": p.interval,
+        "metric": rule.expr.key,
+        "value": _json_number(value),
+        "symbol_y": p.symbol_y,
+        "symbol_x": p.symbol_x,
+        "price_y": _json_number(metrics.get(f"{p.symbol_y}.price")),
+        "price_x": _json_number(metrics.get(f"{p.symbol_x}.price")),
+        "beta": _json_number(metrics.get("beta")),
+        "spread": _json_number(metrics.get("spread")),
+        "z": _json_number(metrics.get("z")),
+    }
+
+
+def _iso_utc(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:.6g}"
+
+
+def alert_message(
+    rule_text: str, fired_ms: int, value: float | None, snapshot: dict[str, Any]
+) -> str:
+    """One human line for chat webhooks and toasts."""
+    when = _iso_utc(fired_ms).replace("T", " ")[:19]
+    head = (
+        f"Alert: {rule_text} fired ({snapshot.get('metric', '?')} = {_fmt(value)}) "
+        f"on {snapshot.get('pair', '?')} {snapshot.get('interval', '')} at {when} UTC"
+    )
+    prices = (
+        f"{snapshot.get('symbol_y', 'y')} {_fmt(snapshot.get('price_y'))}, "
+        f"{snapshot.get('symbol_x', 'x')} {_fmt(snapshot.get('price_x'))}, "
+        f"beta {_fmt(snapshot.get('beta'))}, spread {_fmt(snapshot.get('spread'))}, "
+        f"z {_fmt(snapshot.get('z'))}"
+    )
+    return f"{head} | {prices}"
+
+
+def webhook_body(
+    rule: AlertRule,
+    event_id: int,
+    fired_ms: int,
+    value: float | None,
+    snapshot: dict[str, Any],
+) -> dict[str, Any]:
+    """The JSON body POSTed for one firing, shaped for ``rule.webhook_format``.
+
+    ``json``: ``{"rule", "rule_id", "event_id", "value", "ts" (ISO-8601 UTC),
+    "ts_ms", "pair", "snapshot"}``; ``slack``: ``{"text"}``; ``discord``:
+    ``{"content"}`` (at most 2000 characters); ``telegram``: ``{"chat_id", "text"}``
+    with the chat id from the URL's ``chat_id`` query parameter.
+    """
+    text = alert_message(rule.expr.text, fired_ms, value, snapshot)
+    fmt = rule.webhook_format
+    if fmt == "slack":
+        return {"text": text}
+    if fmt == "discord":
+        return {"content": text[:2000]}
+    if fmt == "telegram":
+        chat = _telegram_chat_id(rule.webhook_url or "") or ""
+        return {"chat_id": chat, "text": text}
+    return {
+        "rule": rule.expr.text,
+        "rule_id": rule.id,
+        "event_id": event_id,
+        "value": _json_number(value),
+        "ts": _iso_utc(fired_ms),
+        "ts_ms": int(fired_ms),
+        "pair": rule.pair,
+        "snapshot": snapshot,
+    }
+
+
+def post_json(url: str, body: dict[str, Any], timeout_s: float) -> int:
+    """POST ``body`` as JSON once; return the HTTP status (also for 4xx/5xx).
+
+    Raises
+    ------
+    OSError
+        (``urllib.error.URLError``, ``TimeoutError``...) when no HTTP answer came.
+    """
+    data = json.dumps(body, allow_nan=False).encode("utf-8")
+    request = urllib.request.Request(
+        url,
+        data=data,
+        method="POST",
+        headers={"Content-Type": "application/json", "User-Agent": USER_AGENT},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 - scheme checked
+            response.read(65536)
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return int(exc.code)
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookOutcome:
+    """How a webhook call went.
+
+    Attributes
+    ----------
+    status : ``sent`` (a 2xx answer) or ``failed``.
+    tries : attempts made.
+    detail : last HTTP status or error, e.g. ``"HTTP 500 after 3 tries"``.
+    """
+
+    status: Literal["sent", "failed"]
+    tries: int
+    detail: str
+
+
+def _retryable(code: int) -> bool:
+    return code >= 500 or code in (408, 429)
+
+
+async def deliver_webhook(
+    url: str,
+    body: dict[str, Any],
+    *,
+    tries: int = WEBHOOK_TRIES,
+    timeout_s: float = WEBHOOK_TIMEOUT_S,
+    backoff_s: float = WEBHOOK_BACKOFF_S,
+    executor: ThreadPoolExecutor | None = None,
+) -> WebhookOutcome:
+    """POST a webhook from a worker thread, retrying with exponential backoff.
+
+    Each try may take ``timeout_s`` per socket operation (and at most twice that in
+    all); a network error, a timeout, HTTP 5xx, 408 or 429 is retried after
+    ``backoff_s * 2**(try - 1)`` seconds, other answers are final. The event loop
+    is never blocked: the request runs in ``executor`` (the loop's default one when
+    None) and the waits are ``asyncio.sleep``.
+    """
+    loop = asyncio.get_running_loop()
+    detail = "not tried"
+    for attempt in range(1, tries + 1):
+        try:
+            future = loop.run_in_executor(executor, post_json, url, body, timeout_s)
+            code = await asyncio.wait_for(future, timeout_s * 2)
+        except (TimeoutError, OSError, ValueError, http.client.HTTPException) as exc:
+            reason = str(exc) or type(exc).__name__
+            if isinstance(exc, TimeoutError) or "timed out" in reason:
+                reason = f"no answer within {timeout_s:g} s"
+            detail = reason
+        else:
+            if 200 <= code < 300:
+                where = "" if attempt == 1 else f" on try {attempt}"
+                return WebhookOutcome("sent", attempt, f"HTTP {code}{where}")
+            detail = f"HTTP {code}"
+            if not _retryable(code):
+                return WebhookOutcome("failed", attempt, f"{detail} (not retried)")
+        log.warning("webhook try %d/%d failed: %s", attempt, tries, detail)
+        if attempt < tries:
+            await asyncio.sleep(backoff_s * 2 ** (attempt - 1))
+    suffix = "try" if tries == 1 else "tries"
+    return WebhookOutcome("failed", tries, f"{detail} after {tries} {suffix}")
+
+
+# -------------------------------------------------------------------------- monitor
+
+
+@dataclass(frozen=True, slots=True)
+class FiredAlert:
+    """One firing produced by :meth:`AlertMonitor.evaluate_once`.
+
+    Attributes
+    ----------
+    rule : the rule that fired.
+    fired_ms : evaluation time it fired at, ms since the epoch UTC.
+    value : the metric value.
+    snapshot : prices, beta, spread, z at that time (see :func:`build_snapshot`).
+    event_id : row id in ``alert_events`` once stored, None while storing failed
+        (it is retried on the next evaluation, and notified only once stored).
+    """
+
+    rule: AlertRule
+    fired_ms: int
+    value: float
+    snapshot: dict[str, Any]
+    event_id: int | None = None
+
+
+MAX_PENDING_EVENTS = 1000  # firings kept in memory while the database is unwritable
+
+
+class AlertMonitor:
+    """Evaluates every enabled rule once per second and stores and notifies firings.
+
+    Run it inside the ingestion service, which starts it only while this process
+    holds the writer lease (so two dashboards never fire one rule twice)::
+
+        monitor = AlertMonitor()
+        service = IngestionService(config, tasks=[monitor.run])
+
+    Each second it reloads the enabled rules (a cheap read), computes the metrics of
+    each distinct ``PairParams`` in a worker thread (:func:`compute_metrics`; the
+    ADF/Engle-Granger part only when a bar closed), steps each rule
+    (:func:`step`), stores each firing in ``alert_events`` and only then starts its
+    webhook as a separate task whose HTTP call runs in a small thread pool, so a slow
+    or dead webhook delays neither ingestion nor other rules. The outcome is recorded
+    on the event (``sent``/``failed`` with a detail; ``none`` without a webhook).
+
+    Events are written through a second connection owned by one dedicated thread
+    (``storage.Writer`` with a longer busy timeout): the service does not expose its
+    writer, and a lock wait must never happen on the receive loop (decision 11).
+
+    Parameters
+    ----------
+    db_path : database to watch; None takes ``service.config.db_path`` in :meth:`run`.
+    period_s : seconds between evaluations.
+    clock : returns the time in ms since the epoch UTC (injectable for tests).
+    webhook_tries, webhook_timeout_s, webhook_backoff_s : see :func:`deliver_webhook`.
+    http_workers : threads for webhook calls (a hung webhook holds one).
+    busy_timeout_ms : lock wait of the event writer connection (in its own thread).
+    """
+
+    def __init__(
+        self,
+        db_path: str | Path | None = None,
+        *,
+        period_s: float = 1.0,
+        clock: Callable[[], int] = storage.now_ms,
+        webhook_tries: int = WEBHOOK_TRIES,
+        webhook_timeout_s: float = WEBHOOK_TIMEOUT_S,
+        webhook_backoff_s: float = WEBHOOK_BACKOFF_S,
+        http_workers: int = 4,
+        busy_timeout_ms: int = 2_000,
+    ) -> None:
+        if not (isinstance(period_s, int | float) and 0 < period_s < math.inf):
+            raise ValueError(f"period_s must be a number > 0, got {period_s!r}")
+        if isinstance(webhook_tries, bool) or not (
+            isinstance(webhook_tries, int) and webhook_tries >= 1
+        ):
+            raise ValueError(
+                f"webhook_tries must be an integer >= 1, got {webhook_tries!r}"
+            )
+        self.db_path = None if db_path is None else Path(db_path)
+        self.period_s = float(period_s)
+        self._clock = clock
+        self._tries = webhook_tries
+        self._timeout_s = float(webhook_timeout_s)
+        self._backoff_s = float(webhook_backoff_s)
+        self._http_workers = http_workers
+        self._busy_timeout_ms = busy_timeout_ms
+        self._cache = MetricsCache()
+        self._states: dict[int, RuleState] = {}
+        self._states_view: dict[int, RuleState] = {}
+        self._restored: dict[int, int | None] = {}
+        self._pending: list[FiredAlert] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._compute_pool: ThreadPoolExecutor | None = None
+        self._db_pool: ThreadPoolExecutor | None = None
+        self._http_pool: ThreadPoolExecutor | None = None
+        self._writer: storage.Writer | None = None
+        self._gather_lock = threading.Lock()
+        self.evaluations = 0
+        self.last_error: str | None = None
+        self.last_metrics: dict[str, dict[str, float | None]] = {}
+
+    # ------------------------------------------------------------------ public
+
+    def rule_states(self) -> dict[int, RuleState]:
+        """Current state per enabled rule id (a copy; safe from any thread)."""
+        return dict(self._states_view)
+
+    @property
+    def cache(self) -> MetricsCache:
+        """The closed-bar cache (``computations`` counts pair analytics runs)."""
+        return self._cache
+
+    async def run(self, service: Any = None) -> None:
+        """Evaluate every ``period_s`` until cancelled (an ``IngestionService`` task).
+
+        ``service`` supplies ``config.db_path`` when the monitor has no ``db_path``.
+        Errors of one evaluation are logged and kept in ``last_error``; the loop goes
+        on. On cancellation the webhook tasks still running are cancelled (their
+        events keep the status ``pending``) and the threads are released.
+        """
+        if self.db_path is None:
+            if service is None:
+                raise ValueError("db_path: give a db_path or a service with a config")
+            self.db_path = Path(service.config.db_path)
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                began = loop.time()
+                try:
+                    await self.evaluate_once()
+                except Exception as exc:  # keep monitoring whatever one pass did
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    log.exception("alert evaluation failed")
+                await asyncio.sleep(max(0.0, self.period_s - (loop.time() - began)))
+        finally:
+            await self.aclose()
+
+    async def evaluate_once(self, now_ms: int | None = None) -> list[FiredAlert]:
+        """Evaluate every enabled rule once; store, then notify, what fired.
+
+        Returns the firings of this pass (stored ones carry their ``event_id``).
+        """
+        self._require_db()
+        now = int(self._clock() if now_ms is None else now_ms)
+        loop = asyncio.get_running_loop()
+        rules, metrics = await loop.run_in_executor(
+            self._pool("compute"), self._gather, now
+        )
+        fired: list[FiredAlert] = []
+        seen: set[int] = set()
+        for rule in rules:
+            if rule.id is None:  # loaded rules always have ids
+                continue
+            seen.add(rule.id)
+            state = self._states.get(rule.id)
+            if state is None:
+                state = RuleState(last_fired_ms=self._restored.get(rule.id))
+            values = metrics.get(rule.params.to_json(), {})
+            value = values.get(rule.expr.key)
+            result = step(rule, state, value, now)
+            self._states[rule.id] = result.state
+            if result.fired and value is not None:
+                snapshot = build_snapshot(rule, values, value)
+                fired.append(FiredAlert(rule, now, float(value), snapshot))
+        for rule_id in set(self._states) - seen:
+            del self._states[rule_id]
+            self._restored.pop(rule_id, None)  # reloaded if it comes back
+        self._states_view = dict(self._states)
+        self.evaluations += 1
+        self._pending.extend(fired)
+        if len(self._pending) > MAX_PENDING_EVENTS:
+            dropped = len(self._pending) - MAX_PENDING_EVENTS
+            del self._pending[:dropped]
+            log.error("%d unstored alert events dropped (database unwritable)", dropped)
+        stored = await self._store_pending(loop)
+        by_key = {(f.rule.id, f.fired_ms): f for f in stored}
+        return [by_key.get((f.rule.id, f.fired_ms), f) for f in fired]
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Wait until the webhook tasks started so far have finished (for tests)."""
+        tasks = set(self._tasks)
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+
+    async def aclose(self) -> None:
+        """Cancel webhook tasks, close the event writer, release the threads."""
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._db_pool is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.get_running_loop().run_in_executor(
+                    self._db_pool, self._close_writer
+                )
+        for name in ("_compute_pool", "_db_pool", "_http_pool"):
+            pool = getattr(self, name)
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+                setattr(self, name, None)
+
+    # ------------------------------------------------------------------ threads
+
+    def _require_db(self) -> Path:
+        """The database path, or ValueError when neither given nor taken from run()."""
+        if self.db_path is None:
+            raise ValueError("db_path: the monitor has no database (give db_path)")
+        return self.db_path
+
+    def _pool(self, kind: str) -> ThreadPoolExecutor:
+        """The executor of one kind, created on first use."""
+        name = f"_{kind}_pool"
+        pool = getattr(self, name)
+        if pool is None:
+            workers = self._http_workers if kind == "http" else 1
+            pool = ThreadPoolExecutor(workers, thread_name_prefix=f"alerts-{kind}")
+            setattr(self, name, pool)
+        return pool
+
+    def _gather(
+        self, now_ms: int
+    ) -> tuple[list[AlertRule], dict[str, dict[str, float | None]]]:
+        """Worker thread: load the enabled rules and compute their metrics."""
+        with self._gather_lock:  # a cancelled run's thread may still be finishing
+            return self._gather_locked(now_ms)
+
+    def _gather_locked(
+        self, now_ms: int
+    ) -> tuple[list[AlertRule], dict[str, dict[str, float | None]]]:
+        """Body of :meth:`_gather`, under its lock."""
+        db_path = self._require_db()
+        rules = load_rules(db_path, enabled_only=True)
+        for rule in rules:
+            if rule.id is not None and rule.id not in self._restored:
+                self._restored[rule.id] = _last_fired_ms(db_path, rule.id)
+        groups: dict[str, tuple[PairParams, set[str]]] = {}
+        for rule in rules:
+            params, symbols = groups.setdefault(
+                rule.params.to_json(), (rule.params, set())
+            )
+            if rule.expr.symbol is not None:
+                symbols.add(rule.expr.symbol)
+        metrics: dict[str, dict[str, float | None]] = {}
+        symbol_keys: set[tuple[str, int]] = set()
+        for key, (params, symbols) in groups.items():
+            try:
+                metrics[key] = compute_metrics(
+                    db_path, params, now_ms, self._cache, symbols=sorted(symbols)
+                )
+            except Exception as exc:  # one bad pair must not stop the others
+                self.last_error = (
+                    f"metrics for {params.symbol_y}/{params.symbol_x}: {exc}"
+                )
+                log.exception("alert metrics failed for %s", key)
+                metrics[key] = {}
+            for sym in {params.symbol_y, params.symbol_x, *symbols}:
+                symbol_keys.add((sym, params.interval_s))
+        self._cache.retain(set(groups), symbol_keys)
+        self.last_metrics = metrics
+        return rules, metrics
+
+    def _writer_conn(self) -> storage.Writer:
+        """DB thread: the event writer connection, opened on first use."""
+        if self._writer is None:
+            self._writer = storage.Writer(
+                self._require_db(), busy_timeout_ms=self._busy_timeout_ms
+            )
+        return self._writer
+
+    def _close_writer(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def _store(self, alert: FiredAlert) -> int:
+        """DB thread: insert one event (and mark it 'none' when it has no webhook)."""
+        writer = self._writer_conn()
+        snapshot_json = json.dumps(alert.snapshot, allow_nan=False, sort_keys=True)
+        event_id = writer.add_alert_event(
+            int(alert.rule.id or 0),
+            alert.fired_ms,
+            _json_number(alert.value),
+            snapshot_json,
+        )
+        if not alert.rule.webhook_url:
+            writer.update_alert_event_notification(event_id, "none", "no webhook")
+        return event_id
+
+    def _record(self, event_id: int, outcome: WebhookOutcome) -> None:
+        """DB thread: record a webhook outcome on its event."""
+        self._writer_conn().update_alert_event_notification(
+            event_id, outcome.status, outcome.detail
+        )
+
+    # ------------------------------------------------------------------ loop side
+
+    async def _store_pending(self, loop: asyncio.AbstractEventLoop) -> list[FiredAlert]:
+        """Store the pending firings in order; notify each once it is stored."""
+        stored: list[FiredAlert] = []
+        while self._pending:
+            alert = self._pending[0]
+            try:
+                event_id = await loop.run_in_executor(
+                    self._pool("db"), self._store, alert
+                )
+            except storage.StorageError as exc:
+                self.last_error = f"storing alert event failed: {exc}"
+                log.warning("%s (kept, retried next second)", self.last_error)
+                break
+            self._pending.pop(0)
+            done = replace(alert, event_id=event_id)
+            stored.append(done)
+            log.info(
+                "alert %s fired: %s = %s",
+                alert.rule.id,
+                alert.rule.expr.key,
+                alert.value,
+            )
+            if alert.rule.webhook_url:
+                task = asyncio.create_task(
+                    self._notify(done), name=f"alert-webhook-{event_id}"
+                )
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        return stored
+
+    async def _notify(self, alert: FiredAlert) -> None:
+        """Call the rule's webhook and record the outcome on the event."""
+        rule, event_id = alert.rule, int(alert.event_id or 0)
+        body = webhook_body(rule, event_id, alert.fired_ms, alert.value, alert.snapshot)
+        outcome = await deliver_webhook(
+            rule.webhook_url or "",
+            body,
+            tries=self._tries,
+            timeout_s=self._timeout_s,
+            backoff_s=self._backoff_s,
+            executor=self._pool("http"),
+        )
+        loop = asyncio.get_running_loop()
+        for attempt in range(5):
+            try:
+                await loop.run_in_executor(
+                    self._pool("db"), self._record, event_id, outcome
+                )
+                return
+            except storage.StorageError as exc:
+                log.warning(
+                    "recording webhook outcome failed (%d/5): %s", attempt + 1, exc
+                )
+                await asyncio.sleep(0.5)
+
+
+def _last_fired_ms(db_path: str | Path, rule_id: int) -> int | None:
+    """Newest stored firing of a rule (restores its cooldown after a restart)."""
+    frame = storage.list_alert_events(db_path, rule_id=rule_id, limit=1)
+    return None if frame.empty else int(frame["fired_ms"].iloc[0])
