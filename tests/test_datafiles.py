@@ -1,0 +1,804 @@
+"""Tests for datafiles: format detection, streaming import into datasets, export.
+
+Reference bars are computed here with pandas straight from the recorded WebSocket
+frames (../shared/data/binance/derived), and, once, by the live path itself
+(replay.py serving those frames to ingestion.IngestionService over 127.0.0.1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import io
+import json
+import time
+import tracemalloc
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import datafiles
+import storage
+from datafiles import FileImportError, detect_format, import_file
+
+SET_B = "usdm_trade_frames_btcusdt_ethusdt_20240808T2354_20240809T0000.jsonl.gz"
+SET_A = "usdm_trade_frames_btcusdt_ethusdt_20240718T2357_20240719T0005.jsonl.gz"
+NOW_MS = 1_760_000_000_000  # 2025-10-09, "now" for the future-timestamp check
+TRADE_HEADER = "id,price,qty,quote_qty,time,is_buyer_maker\n"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def frames_trades(path: Path) -> pd.DataFrame:
+    """MARKET trades of a gz NDJSON of raw combined-stream frames (own parse)."""
+    rows = []
+    with gzip.open(path, "rt") as fh:
+        for line in fh:
+            data = json.loads(line)["data"]
+            if data.get("e") == "trade" and data.get("X") == "MARKET":
+                rows.append(
+                    (
+                        data["s"],
+                        data["t"],
+                        data["T"],
+                        float(data["p"]),
+                        float(data["q"]),
+                    )
+                )
+    return pd.DataFrame(rows, columns=["symbol", "trade_id", "ts_ms", "price", "qty"])
+
+
+def pandas_bars(trades: pd.DataFrame, interval_s: int) -> pd.DataFrame:
+    """Bars by pandas groupby on trade-id order: the independent reference."""
+    t = trades.sort_values("trade_id")
+    width = interval_s * 1000
+    bucket = t["ts_ms"] // width * width
+    g = t.assign(quote=t["price"] * t["qty"]).groupby(bucket)
+    out = pd.DataFrame(
+        {
+            "open": g["price"].first(),
+            "high": g["price"].max(),
+            "low": g["price"].min(),
+            "close": g["price"].last(),
+            "volume": g["qty"].sum(),
+            "quote_volume": g["quote"].sum(),
+            "trades": g["price"].size().astype("int64"),
+        }
+    )
+    out.index = pd.to_datetime(out.index, unit="ms", utc=True).as_unit("ms")
+    return out.rename_axis("ts").reset_index()
+
+
+def assert_bars_equal(got: pd.DataFrame, want: pd.DataFrame) -> None:
+    """OHLC and trades exactly, volumes to float precision."""
+    got = got.reset_index(drop=True)
+    want = want.reset_index(drop=True)
+    assert len(got) == len(want)
+    assert (got["ts"].dt.as_unit("ms") == want["ts"].dt.as_unit("ms")).all()
+    for col in ("open", "high", "low", "close"):
+        np.testing.assert_array_equal(got[col].to_numpy(), want[col].to_numpy())
+    np.testing.assert_array_equal(
+        got["trades"].to_numpy(dtype="int64"), want["trades"].to_numpy(dtype="int64")
+    )
+    for col in ("volume", "quote_volume"):
+        np.testing.assert_allclose(got[col], want[col], rtol=1e-12)
+
+
+def write(path: Path, text: str | bytes) -> Path:
+    """Write a file (text as UTF-8) and return its path."""
+    path.write_bytes(text.encode("utf-8") if isinstance(text, str) else text)
+    return path
+
+
+def trades_csv_rows(
+    n: int, *, start_id: int = 1000, t0: int = 1_723_161_256_322
+) -> str:
+    """n synthetic Binance trades rows (no header), deterministic."""
+    ids = np.arange(start_id, start_id + n)
+    ts = t0 + np.arange(n) * 7
+    price = 60000.0 + (np.arange(n) % 97) * 0.1
+    qty = 0.001 * (1 + np.arange(n) % 13)
+    maker = np.where(np.arange(n) % 3 == 0, "true", "false")
+    frame = pd.DataFrame(
+        {
+            "id": ids,
+            "p": price.round(1),
+            "q": qty.round(3),
+            "qq": 0.0,
+            "t": ts,
+            "m": maker,
+        }
+    )
+    return frame.to_csv(index=False, header=False, lineterminator="\n")
+
+
+@pytest.fixture(scope="module")
+def set_b_reference(shared_data: Path) -> pd.DataFrame:
+    """MARKET trades of recording set B (2024-08-08, BTC and ETH)."""
+    return frames_trades(shared_data / "derived" / SET_B)
+
+
+@pytest.fixture(scope="module")
+def set_b_dataset(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Dataset built by importing set B's derived trades CSVs (with header)."""
+    base = tmp_path_factory.mktemp("setb")
+    for sym in ("BTCUSDT", "ETHUSDT"):
+        import_file(
+            shared_data / "derived_csv" / f"{sym}-trades-2024-08-08-span.csv",
+            dataset="set_b",
+            base_dir=base,
+            now_ms=NOW_MS,
+        )
+    return storage.dataset_db_path(base, "set_b")
+
+
+# ------------------------------------------------------------------------- detection
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "header"),
+    [
+        ("derived_csv/BTCUSDT-trades-2024-08-08-span.csv", "trades", True),
+        ("derived_csv/ETHUSDT-trades-2024-07-18-span.csv", "trades", False),
+        (
+            "csv_snippets_from_issues/"
+            "um_aggTrades_BTCUSDT_2023-05_monthly_first10rows_issue339.csv",
+            "aggTrades",
+            True,
+        ),
+        (
+            "csv_snippets_from_issues/"
+            "um_trades_BTCUSDT_2020-08_monthly_first7rows_noheader_issue12.csv",
+            "trades",
+            False,
+        ),
+    ],
+)
+def test_detects_real_binance_files(
+    shared_data: Path, name: str, kind: str, header: bool
+) -> None:
+    """Every real public-data layout is recognised by content, header or not."""
+    fmt = detect_format(shared_data / name)
+    assert (fmt.kind, fmt.has_header, fmt.ts_unit) == (kind, header, "ms")
+
+
+def test_detects_generic_layouts_from_head_bytes() -> None:
+    """Generic tick, OHLCV, klines and NDJSON heads are told apart by their content."""
+    tick = detect_format(b"Time,Symbol,PX,Amount\n2024-01-01T00:00:00Z,BTCUSDT,1,2\n")
+    assert tick.kind == "ticks"
+    assert dict(tick.roles) == {
+        "ts": "time",
+        "price": "px",
+        "qty": "amount",
+        "symbol": "symbol",
+    }
+    ohlcv = detect_format(b"date,o,h,l,c\n2024-01-01,1,2,0.5,1.5\n")
+    assert ohlcv.kind == "ohlcv" and ohlcv.ts_unit == "iso"
+    kline = b"1723161240000,1,2,0.5,1.5,10,1723161299999,15,3,5,7,0\n"
+    found = detect_format(kline)
+    assert (found.kind, found.interval_s) == ("klines", 60)
+    nd = detect_format(
+        b'{"symbol":"BTCUSDT","ts":"2025-10-18T09:30:00.123Z",'
+        b'"price":67000.5,"size":0.01}\n'
+    )
+    assert nd.kind == "ndjson" and nd.ts_unit == "iso"
+
+
+def test_explicit_format_override_and_bad_name() -> None:
+    """A forced format is checked against the columns; an unknown name is refused."""
+    with pytest.raises(FileImportError, match="format aggTrades has 7 columns"):
+        detect_format(b"1,2.0,3.0,6.0,1723161256322,true\n", fmt="aggtrades")
+    with pytest.raises(ValueError, match="fmt must be one of"):
+        detect_format(b"1,2\n", fmt="parquet")
+
+
+def test_symbol_from_filename() -> None:
+    """The symbol is the token before the first '-', else a USD-quoted token."""
+    assert datafiles.symbol_from_filename("BTCUSDT-trades-2024-01-01.csv") == "BTCUSDT"
+    assert (
+        datafiles.symbol_from_filename("um_aggTrades_BTCUSDT_2023-05_x.csv")
+        == "BTCUSDT"
+    )
+    assert datafiles.symbol_from_filename("prices.csv") is None
+
+
+# ---------------------------------------------------------------- real data imports
+
+
+def test_imported_trades_match_bars_from_recorded_frames(
+    set_b_dataset: Path, set_b_reference: pd.DataFrame
+) -> None:
+    """1 s and 1 m bars of the imported CSVs equal pandas bars of the raw WS frames."""
+    for sym in ("BTCUSDT", "ETHUSDT"):
+        ref = set_b_reference[set_b_reference["symbol"] == sym]
+        assert_bars_equal(
+            storage.read_bars_1s(set_b_dataset, sym, None, None), pandas_bars(ref, 1)
+        )
+        assert_bars_equal(
+            storage.read_bars_agg(set_b_dataset, sym, 60, None, None),
+            pandas_bars(ref, 60),
+        )
+
+
+def test_headerless_files_crossing_midnight_match_frames(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """Set A's header-less CSVs import and equal the frames' bars across midnight."""
+    ref = frames_trades(shared_data / "derived" / SET_A)
+    for sym in ("BTCUSDT", "ETHUSDT"):
+        report = import_file(
+            shared_data / "derived_csv" / f"{sym}-trades-2024-07-18-span.csv",
+            dataset="set_a",
+            base_dir=tmp_path,
+            now_ms=NOW_MS,
+        )
+        want = ref[ref["symbol"] == sym]
+        assert report.ticks_inserted == len(want)
+        assert_bars_equal(
+            storage.read_bars_agg(report.db_path, sym, 60, None, None),
+            pandas_bars(want, 60),
+        )
+
+
+def test_live_path_bars_equal_imported_bars(
+    shared_data: Path, set_b_dataset: Path, tmp_path: Path
+) -> None:
+    """Bars the live WebSocket path stores for set B equal the imported CSVs' bars."""
+    ingestion = pytest.importorskip("ingestion")
+    replay = pytest.importorskip("replay")
+    running = replay.start_replay_in_thread(
+        files=[shared_data / "derived" / SET_B], speed=0
+    )
+    live_db = tmp_path / "live.db"
+    service = ingestion.IngestionService(
+        ingestion.IngestionConfig(
+            symbols=("BTCUSDT", "ETHUSDT"), db_path=live_db, base_url=running.url
+        )
+    )
+    service.start()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            stats = {s.symbol: s.ticks for s in storage.db_stats(live_db).symbols}
+            if stats.get("BTCUSDT") == 21_313 and stats.get("ETHUSDT") == 14_076:
+                break
+            time.sleep(0.2)
+    finally:
+        service.stop()
+        running.stop()
+    for sym in ("BTCUSDT", "ETHUSDT"):
+        assert_bars_equal(
+            storage.read_bars_1s(set_b_dataset, sym, None, None),
+            storage.read_bars_1s(live_db, sym, None, None),
+        )
+        assert_bars_equal(
+            storage.read_bars_agg(set_b_dataset, sym, 60, None, None),
+            storage.read_bars_agg(live_db, sym, 60, None, None),
+        )
+
+
+def test_out_of_order_agg_trades_snippet_is_sorted(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """The interleaved aggTrades rows from issue 339 import sorted by aggregate id."""
+    src = (
+        shared_data
+        / "csv_snippets_from_issues"
+        / "um_aggTrades_BTCUSDT_2023-05_monthly_first10rows_issue339.csv"
+    )
+    report = import_file(src, dataset="agg", base_dir=tmp_path, now_ms=NOW_MS)
+    assert (report.format, report.symbols, report.rows_read) == (
+        "aggTrades",
+        ("BTCUSDT",),
+        10,
+    )
+    ticks = storage.read_ticks(report.db_path, "BTCUSDT", None, None)
+    raw = pd.read_csv(src)
+    assert ticks["trade_id"].tolist() == sorted(raw["agg_trade_id"].tolist())
+    assert report.first_ts_ms == raw["transact_time"].min()
+    assert report.last_ts_ms == raw["transact_time"].max()
+    bars = storage.read_bars_1s(report.db_path, "BTCUSDT", None, None)
+    first = raw.sort_values("agg_trade_id").iloc[0]
+    assert bars["open"].iloc[0] == first["price"]
+
+
+def test_old_headerless_trades_snippet(shared_data: Path, tmp_path: Path) -> None:
+    """The 2020 header-less trades rows import with the symbol passed as an option."""
+    src = (
+        shared_data
+        / "csv_snippets_from_issues"
+        / "um_trades_BTCUSDT_2020-08_monthly_first7rows_noheader_issue12.csv"
+    )
+    report = import_file(
+        src, dataset="old", base_dir=tmp_path, symbol="btcusdt", now_ms=NOW_MS
+    )
+    assert (report.symbols, report.ticks_inserted) == (("BTCUSDT",), 7)
+    raw = pd.read_csv(src, header=None)
+    ticks = storage.read_ticks(report.db_path, "BTCUSDT", None, None)
+    assert sorted(ticks["trade_id"]) == sorted(raw[0])
+    assert np.isclose(ticks["qty"].sum(), raw[2].sum(), rtol=1e-12)
+
+
+def test_zip_and_microseconds_give_the_same_bars(
+    shared_data: Path, tmp_path: Path, set_b_dataset: Path
+) -> None:
+    """A Binance-style zip with microsecond times imports to the same 1 s bars."""
+    src = shared_data / "derived_csv" / "ETHUSDT-trades-2024-08-08-span.csv"
+    frame = pd.read_csv(src)
+    frame["time"] = frame["time"] * 1000 + 123
+    member = frame.to_csv(index=False, header=False, lineterminator="\n")
+    zpath = tmp_path / "ETHUSDT-trades-2024-08-08.zip"
+    with zipfile.ZipFile(zpath, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("ETHUSDT-trades-2024-08-08.csv", member)
+    fmt = detect_format(zpath)
+    assert (fmt.compression, fmt.ts_unit, fmt.has_header) == ("zip", "us", False)
+    report = import_file(zpath, dataset="zipped", base_dir=tmp_path, now_ms=NOW_MS)
+    assert "timestamps in microseconds" in report.notes
+    assert_bars_equal(
+        storage.read_bars_1s(report.db_path, "ETHUSDT", None, None),
+        storage.read_bars_1s(set_b_dataset, "ETHUSDT", None, None),
+    )
+
+
+# ------------------------------------------------------------------ other layouts
+
+
+def test_duplicates_are_dropped_and_counted(tmp_path: Path) -> None:
+    """Repeated trade ids inside a file and on re-import are dropped and counted."""
+    body = trades_csv_rows(50)
+    lines = body.splitlines(keepends=True)
+    src = write(
+        tmp_path / "BTCUSDT-trades-x.csv", TRADE_HEADER + body + "".join(lines[:5])
+    )
+    first = import_file(
+        src, dataset="dups", base_dir=tmp_path, now_ms=NOW_MS, chunk_rows=20
+    )
+    assert (first.rows_read, first.ticks_inserted, first.duplicates_dropped) == (
+        55,
+        50,
+        5,
+    )
+    again = import_file(src, dataset="dups", base_dir=tmp_path, now_ms=NOW_MS)
+    assert (again.ticks_inserted, again.duplicates_dropped) == (0, 55)
+    bars = storage.read_bars_1s(again.db_path, "BTCUSDT", None, None)
+    assert bars["trades"].sum() == 50
+
+
+def test_generic_tick_csv_with_synonyms_and_naive_iso(tmp_path: Path) -> None:
+    """A user tick CSV with synonyms, ISO times without zone and a side column."""
+    text = (
+        "Datetime,Ticker,Last,Size,Side\n"
+        "2024-08-08 23:54:00.500,ethusdt,2680.5,1.5,buy\n"
+        "2024-08-08 23:54:00.100,ETHUSDT,2680.0,0.5,sell\n"
+        "2024-08-08 23:54:01.000,BTCUSDT,61800.0,0.1,SELL\n"
+    )
+    report = import_file(
+        write(tmp_path / "mine.csv", text),
+        dataset="generic",
+        base_dir=tmp_path,
+        now_ms=NOW_MS,
+    )
+    assert report.format == "ticks"
+    assert report.symbols == ("BTCUSDT", "ETHUSDT")
+    assert "timestamps had no zone: UTC assumed" in report.notes
+    bars = storage.read_bars_1s(report.db_path, "ETHUSDT", None, None)
+    assert bars.iloc[0][["open", "close", "volume", "trades"]].tolist() == [
+        2680.0,
+        2680.5,
+        2.0,
+        2,
+    ]
+    ticks = storage.read_ticks(report.db_path, "ETHUSDT", None, None)
+    assert ticks["is_buyer_maker"].tolist() == [True, False]
+    assert ticks["ts"].iloc[0] == pd.Timestamp("2024-08-08T23:54:00.100Z")
+
+
+def test_ndjson_ids_assigned_and_whole_line_duplicates(tmp_path: Path) -> None:
+    """NDJSON ticks get ids in time order and identical lines count as duplicates."""
+    rows = [
+        {
+            "symbol": "BTCUSDT",
+            "ts": "2025-10-18T09:30:00.123Z",
+            "price": 67000.5,
+            "size": 0.01,
+        },
+        {
+            "symbol": "BTCUSDT",
+            "ts": "2025-10-18T09:30:00.100Z",
+            "price": 67001.0,
+            "size": 0.02,
+        },
+        {
+            "symbol": "BTCUSDT",
+            "ts": "2025-10-18T09:30:00.123Z",
+            "price": 67000.5,
+            "size": 0.03,
+        },
+    ]
+    lines = [json.dumps(r) for r in rows]
+    text = "\n".join([*lines, lines[0], "", lines[2]]) + "\n"
+    report = import_file(
+        write(tmp_path / "collector.ndjson", text),
+        dataset="nd",
+        base_dir=tmp_path,
+        now_ms=1_800_000_000_000,
+        chunk_rows=2,
+    )
+    assert (report.rows_read, report.ticks_inserted, report.duplicates_dropped) == (
+        5,
+        3,
+        2,
+    )
+    bars = storage.read_bars_1s(report.db_path, "BTCUSDT", None, None)
+    assert bars.iloc[0][["open", "high", "close", "trades"]].tolist() == [
+        67001.0,
+        67001.0,
+        67000.5,
+        3,
+    ]
+    assert np.isclose(bars["volume"].iloc[0], 0.06)
+
+
+def test_klines_import_equals_bars_from_trades(
+    shared_data: Path, tmp_path: Path, set_b_dataset: Path
+) -> None:
+    """Header-less µs klines built from the real trades land in `bars` unchanged."""
+    ref = storage.read_bars_agg(set_b_dataset, "BTCUSDT", 60, None, None)
+    open_us = ref["ts"].dt.as_unit("ms").astype("int64") * 1000
+    klines = pd.DataFrame(
+        {
+            "open_time": open_us,
+            "open": ref["open"],
+            "high": ref["high"],
+            "low": ref["low"],
+            "close": ref["close"],
+            "volume": ref["volume"],
+            "close_time": open_us + 60_000_000 - 1,
+            "quote_volume": ref["quote_volume"],
+            "count": ref["trades"],
+            "tbv": 0.0,
+            "tbqv": 0.0,
+            "ignore": 0,
+        }
+    )
+    src = write(
+        tmp_path / "BTCUSDT-1m-2024-08-08.csv", klines.to_csv(index=False, header=False)
+    )
+    report = import_file(src, dataset="kl", base_dir=tmp_path, now_ms=NOW_MS)
+    assert (report.format, report.interval_s, report.bars_written) == (
+        "klines",
+        60,
+        len(ref),
+    )
+    got = storage.read_bars(report.db_path, "BTCUSDT", 60, None, None)
+    assert_bars_equal(got, ref)
+
+
+def test_ohlcv_export_import_round_trip(set_b_dataset: Path, tmp_path: Path) -> None:
+    """Exported 1 m bars re-import as an OHLCV dataset that reads back the same bars."""
+    out = tmp_path / "bars.csv"
+    exported = datafiles.export_bars(set_b_dataset, "ETHUSDT", 60, None, None, out)
+    ref = storage.read_bars_agg(set_b_dataset, "ETHUSDT", 60, None, None)
+    assert exported.rows == len(ref)
+    assert out.read_text().splitlines()[0] == (
+        "ts,open,high,low,close,volume,quote_volume,trades,vwap"
+    )
+    report = import_file(
+        out, dataset="rt", base_dir=tmp_path, symbol="ETHUSDT", now_ms=NOW_MS
+    )
+    assert (report.format, report.interval_s) == ("ohlcv", 60)
+    back = storage.read_bars(report.db_path, "ETHUSDT", 60, None, None)
+    assert_bars_equal(back, ref)
+    np.testing.assert_allclose(back["vwap"], ref["vwap"], rtol=1e-12)
+
+
+def test_export_bars_window_and_sources(set_b_dataset: Path, tmp_path: Path) -> None:
+    """A window export holds the buckets starting inside it, sliced, read complete."""
+    start = pd.Timestamp("2024-08-08T23:55:00Z").value // 1_000_000
+    end = pd.Timestamp("2024-08-08T23:58:00Z").value // 1_000_000
+    buf = io.StringIO()
+    report = datafiles.export_bars(
+        set_b_dataset, "BTCUSDT", 60, start, end, buf, slice_ms=60_000
+    )
+    got = pd.read_csv(io.StringIO(buf.getvalue()))
+    assert got["ts"].tolist() == [
+        "2024-08-08T23:55:00.000Z",
+        "2024-08-08T23:56:00.000Z",
+        "2024-08-08T23:57:00.000Z",
+    ]
+    ref = storage.read_bars_agg(set_b_dataset, "BTCUSDT", 60, start, end)
+    np.testing.assert_array_equal(got["close"], ref["close"])
+    assert (report.rows, report.first_ts_ms) == (3, start)
+
+
+def test_export_ticks_round_trip(set_b_dataset: Path, tmp_path: Path) -> None:
+    """Exported ticks re-import as a generic tick CSV with the same ids and bars."""
+    out = tmp_path / "ticks.csv"
+    report = datafiles.export_ticks(set_b_dataset, "ETHUSDT", None, None, out)
+    assert report.rows == 14_076
+    back = import_file(out, dataset="ticks_rt", base_dir=tmp_path, now_ms=NOW_MS)
+    assert (back.format, back.ticks_inserted) == ("ticks", 14_076)
+    assert_bars_equal(
+        storage.read_bars_1s(back.db_path, "ETHUSDT", None, None),
+        storage.read_bars_1s(set_b_dataset, "ETHUSDT", None, None),
+    )
+
+
+def test_export_filename_and_csv_bytes() -> None:
+    """File names carry kind, symbols, interval and UTC range; CSVs lead with params."""
+    name = datafiles.export_filename(
+        "pair", ["btcusdt", "ETHUSDT"], "1m", 1_723_161_240_000, 1_723_161_600_000
+    )
+    assert name == "pair_BTCUSDT-ETHUSDT_1m_20240808T235400Z_20240809T000000Z.csv"
+    frame = pd.DataFrame(
+        {"ts": pd.to_datetime([1_723_161_240_000], unit="ms", utc=True), "z": [1.5]}
+    )
+    data = datafiles.frame_to_csv_bytes(frame, ['params {"window": 60}'])
+    assert data.decode() == (
+        '# params {"window": 60}\nts,z\n2024-08-08T23:54:00.000Z,1.5\n'
+    )
+
+
+def test_comment_lines_are_skipped_on_import(tmp_path: Path) -> None:
+    """Leading '#' lines written by frame_to_csv_bytes are skipped by the importer."""
+    frame = pd.DataFrame(
+        {
+            "ts": pd.to_datetime(
+                [1_723_161_240_000, 1_723_161_300_000], unit="ms", utc=True
+            ),
+            "open": [1.0, 2.0],
+            "high": [2.0, 3.0],
+            "low": [0.5, 1.5],
+            "close": [1.5, 2.5],
+        }
+    )
+    src = write(
+        tmp_path / "BTCUSDT-mine.csv",
+        datafiles.frame_to_csv_bytes(frame, ["exported by me"]),
+    )
+    report = import_file(src, dataset="c", base_dir=tmp_path, now_ms=NOW_MS)
+    assert (report.rows_read, report.interval_s) == (2, 60)
+    assert "no volume column: volume set to 0" in report.notes
+
+
+def test_progress_is_reported_per_chunk(shared_data: Path, tmp_path: Path) -> None:
+    """The progress callback sees growing row counts and reaches the whole file."""
+    seen: list[datafiles.ImportProgress] = []
+    import_file(
+        shared_data / "derived_csv" / "BTCUSDT-trades-2024-07-18-span.csv",
+        dataset="p",
+        base_dir=tmp_path,
+        chunk_rows=2_000,
+        progress=seen.append,
+        now_ms=NOW_MS,
+    )
+    assert [p.rows_read for p in seen] == [*range(2_000, 10_701, 2_000), 10_701]
+    assert seen[-1].fraction == pytest.approx(1.0)
+
+
+# ------------------------------------------------------------------- bad-file corpus
+
+BAD_FILES = [
+    ("empty.csv", b"", "the file is empty"),
+    ("blank.csv", b"\n\n  \n", "the file is empty"),
+    (
+        "header_only.csv",
+        TRADE_HEADER.encode(),
+        "the file has a header row but no data rows",
+    ),
+    ("binary.csv", bytes(range(256)) * 4, r"binary content \(NUL byte at offset 0\)"),
+    (
+        "semicolon.csv",
+        b"timestamp;symbol;price;qty\n1723161256322;BTCUSDT;1;2\n",
+        "row 1, .*separated by semicolons, expected commas",
+    ),
+    (
+        "no_price.csv",
+        b"timestamp,symbol,qty\n1723161256322,BTCUSDT,2\n",
+        r"row 1, .*no price column \(looked for price, px, last",
+    ),
+    (
+        "BTCUSDT-trades-nonnum.csv",
+        (
+            TRADE_HEADER + "1,60000.1,0.1,0,1723161256322,true\n"
+            "2,abc,0.1,0,1723161256323,true\n"
+        ).encode(),
+        "row 3, column 'price', value 'abc': not a number",
+    ),
+    (
+        "BTCUSDT-trades-negative.csv",
+        b"1,60000.1,0.1,0,1723161256322,true\n2,-5,0.1,0,1723161256323,true\n",
+        "row 2, column 'price', value '-5': must be greater than 0",
+    ),
+    (
+        "BTCUSDT-trades-zero.csv",
+        b"1,0,0.1,0,1723161256322,true\n",
+        "row 1, column 'price', value '0': must be greater than 0",
+    ),
+    (
+        "BTCUSDT-trades-mixed.csv",
+        b"1,1.5,0.1,0,1723161256322,true\n2,1.5,0.1,0,1723161256323000,true\n",
+        "row 2, column 'time', value '1723161256323000': mixed timestamp units: "
+        "this looks like microseconds but row 1 was in milliseconds",
+    ),
+    (
+        "BTCUSDT-trades-future.csv",
+        b"1,1.5,0.1,0,1723161256322,true\n2,1.5,0.1,0,4102444800000,true\n",
+        r"row 2, column 'time', value '4102444800000': timestamp 2100-01-01T00:00:00"
+        r"\+00:00 is in the future",
+    ),
+    (
+        "BTCUSDT-trades-2017.csv",
+        b"1,1.5,0.1,0,1500000000000,true\n",
+        "row 1, column 'time', value '1500000000000': timestamp 2017-07-14.* is before "
+        "2019, when Binance USD-M futures opened",
+    ),
+    (
+        "BTCUSDT-trades-columns.csv",
+        b"1,1.5,0.1,0,1723161256322,true\n2,1.5,0.1,0,1723161256322,true,9\n",
+        "row 2: expected 6 columns, found 7",
+    ),
+]
+
+
+def _zip_without_csv(path: Path) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("README.txt", "no data here")
+    return path
+
+
+@pytest.mark.parametrize(("name", "content", "message"), BAD_FILES)
+def test_bad_file_is_refused_and_leaves_nothing(
+    tmp_path: Path, name: str, content: bytes, message: str
+) -> None:
+    """Each bad file is refused with a message naming it, and the dataset is intact."""
+    good = write(tmp_path / "BTCUSDT-trades-good.csv", trades_csv_rows(10))
+    kept = import_file(good, dataset="keep", base_dir=tmp_path, now_ms=NOW_MS)
+    before = kept.db_path.read_bytes()
+    src = write(tmp_path / name, content)
+    with pytest.raises(FileImportError, match=f"^{name}, {message}|^{name}: {message}"):
+        import_file(src, dataset="keep", base_dir=tmp_path, now_ms=NOW_MS, chunk_rows=1)
+    assert kept.db_path.read_bytes() == before
+    with pytest.raises(FileImportError):
+        import_file(src, dataset="fresh", base_dir=tmp_path, now_ms=NOW_MS)
+    assert storage.list_datasets(tmp_path) == ["keep"]
+    leftovers = sorted(p.name for p in (tmp_path / "datasets").iterdir())
+    assert leftovers == ["keep.db"]
+
+
+def test_bad_row_in_a_later_chunk_rolls_back_everything(tmp_path: Path) -> None:
+    """A bad value after many good chunks still leaves no dataset behind."""
+    body = trades_csv_rows(1_000) + "1000000,60000,0.1,0,not-a-time,true\n"
+    src = write(tmp_path / "BTCUSDT-trades-late.csv", body)
+    with pytest.raises(FileImportError, match="row 1001, column 'time'"):
+        import_file(
+            src, dataset="late", base_dir=tmp_path, chunk_rows=100, now_ms=NOW_MS
+        )
+    assert storage.list_datasets(tmp_path) == []
+
+
+def test_zip_without_csv_is_refused(tmp_path: Path) -> None:
+    """A zip with no CSV member is refused, naming what it holds."""
+    src = _zip_without_csv(tmp_path / "BTCUSDT-trades-2024-01-01.zip")
+    with pytest.raises(
+        FileImportError,
+        match=r"BTCUSDT-trades-2024-01-01.zip: the zip archive holds no CSV file "
+        r"\(found: README.txt\)",
+    ):
+        import_file(src, dataset="z", base_dir=tmp_path, now_ms=NOW_MS)
+    assert storage.list_datasets(tmp_path) == []
+
+
+def test_caller_mistakes_raise_value_error(tmp_path: Path) -> None:
+    """A bad dataset name, symbol or chunk size is a ValueError naming the argument."""
+    src = write(tmp_path / "BTCUSDT-trades-x.csv", trades_csv_rows(3))
+    with pytest.raises(ValueError, match="a dataset name is 1-64 letters"):
+        import_file(src, dataset="../evil", base_dir=tmp_path)
+    with pytest.raises(ValueError, match="symbol must be 2-20 letters or digits"):
+        import_file(src, dataset="ok", base_dir=tmp_path, symbol="BTC/USDT")
+    with pytest.raises(ValueError, match="chunk_rows must be >= 1, got 0"):
+        import_file(src, dataset="ok", base_dir=tmp_path, chunk_rows=0)
+
+
+def test_symbol_needed_when_file_does_not_name_one(tmp_path: Path) -> None:
+    """A file without a symbol column or symbol-like name asks for the symbol."""
+    src = write(tmp_path / "data.csv", trades_csv_rows(3))
+    with pytest.raises(FileImportError, match="data.csv: cannot tell the symbol"):
+        import_file(src, dataset="s", base_dir=tmp_path, now_ms=NOW_MS)
+
+
+# ------------------------------------------------------------------------ memory, CLI
+
+
+def _peak_import_bytes(tmp_path: Path, rows: int, tag: str) -> int:
+    src = tmp_path / f"BTCUSDT-trades-{tag}.csv"
+    with open(src, "w") as fh:
+        for start in range(0, rows, 250_000):
+            n = min(250_000, rows - start)
+            fh.write(
+                trades_csv_rows(
+                    n, start_id=1_000 + start, t0=1_723_161_256_322 + start * 7
+                )
+            )
+    tracemalloc.start()
+    try:
+        report = import_file(
+            src, dataset=tag, base_dir=tmp_path, chunk_rows=50_000, now_ms=NOW_MS
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert report.ticks_inserted == rows
+    return peak
+
+
+@pytest.mark.slow
+def test_memory_stays_bounded_as_the_file_grows(tmp_path: Path) -> None:
+    """Peak memory importing 1 M rows is about that of 150 k rows (chunked)."""
+    small = _peak_import_bytes(tmp_path, 150_000, "small")
+    large = _peak_import_bytes(tmp_path, 1_000_000, "large")
+    print(
+        f"tracemalloc peak: 150k rows {small / 2**20:.1f} MB, "
+        f"1M rows {large / 2**20:.1f} MB"
+    )
+    assert large < 1.3 * small
+    assert large < 120 * 2**20
+
+
+def test_cli_import_and_export(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The import and export subcommands run end to end with a progress line."""
+    parser = argparse.ArgumentParser()
+    datafiles.add_cli_commands(parser.add_subparsers(dest="command", required=True))
+    db = tmp_path / "market.db"
+    src = shared_data / "derived_csv" / "BTCUSDT-trades-2024-08-08-span.csv"
+    args = parser.parse_args(["import", str(src), "--dataset", "cli", "--db", str(db)])
+    assert args.func(args) == 0
+    captured = capsys.readouterr()
+    assert "21,313 rows" in captured.err
+    assert "21313 ticks" in captured.out
+    out = tmp_path / "out.csv"
+    args = parser.parse_args(
+        [
+            "export",
+            "bars",
+            "--symbol",
+            "BTCUSDT",
+            "--interval",
+            "1m",
+            "--dataset",
+            "cli",
+            "--start",
+            "2024-08-08T23:55:00Z",
+            "--end",
+            "2024-08-08T23:57:00",
+            "--db",
+            str(db),
+            "--out",
+            str(out),
+        ]
+    )
+    assert args.func(args) == 0
+    lines = out.read_text().splitlines()
+    assert [ln.split(",")[0] for ln in lines] == [
+        "ts",
+        "2024-08-08T23:55:00.000Z",
+        "2024-08-08T23:56:00.000Z",
+    ]
+    args = parser.parse_args(["import", str(tmp_path / "missing.csv"), "--db", str(db)])
+    assert args.func(args) == 1
+    assert "missing.csv: no such file" in capsys.readouterr().err
+
+
+def test_parse_utc() -> None:
+    """CLI times parse as ISO-8601 (no zone = UTC) or epoch by magnitude."""
+    assert datafiles.parse_utc("2024-08-08T23:55:00Z") == 1_723_161_300_000
+    assert datafiles.parse_utc("2024-08-08 23:55") == 1_723_161_300_000
+    assert datafiles.parse_utc("1723161300") == 1_723_161_300_000
+    with pytest.raises(ValueError, match="time must be ISO-8601"):
+        datafiles.parse_utc("yesterday")
