@@ -1,0 +1,1723 @@
+"""SQLite store: ticks, 1 s bars, coarser bars, gaps, writer lease, alert rules/events.
+
+One process writes a database through one `Writer` (one connection, used from one
+thread at a time); any thread reads through the module-level reader functions, which
+open a read-only ``file:...?mode=ro`` connection per thread and per database file and
+cache it (WAL lets them read while the writer writes).
+
+Schema (a contract other tools rely on; columns and tables may be added):
+
+- ``ticks(symbol, trade_id, ts_ms, price, qty, is_buyer_maker)``, primary key
+  ``(symbol, trade_id)``, index ``(symbol, ts_ms)``.
+- ``bars_1s(symbol, ts_ms, open, high, low, close, volume, quote_volume, trades, vwap,
+  first_id, last_id)``, primary key ``(symbol, ts_ms)``; ``ts_ms`` is the bucket start.
+  ``first_id``/``last_id`` are the lowest and highest trade id in the bucket, so that
+  ``open`` is the price of the lowest id and ``close`` of the highest whatever order the
+  trades arrive in.
+- ``bars(symbol, interval_s, ts_ms, open, high, low, close, volume, quote_volume,
+  trades)`` for bars that arrive coarser than 1 s (imports, exchange history).
+- ``gaps(symbol, from_id, to_id, detected_ms)``: ids ``from_id..to_id`` never seen.
+- ``writer_lease`` (one row), ``alert_rules``, ``alert_events``, ``last_seen``.
+
+All timestamps are integer milliseconds since the epoch, UTC. Errors: `StorageError`
+("OPERATION failed: REASON"); `DatabaseLockedError` when another connection holds the
+write lock longer than the busy timeout (the transaction was rolled back: retry it).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from models import BAR_COLUMNS, Gap, Tick, normalize_symbol
+
+DEFAULT_DB_PATH = Path("data/market.db")
+DEMO_DB_PATH = Path("data/demo.db")
+DATASETS_DIRNAME = "datasets"
+DATASET_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+DEFAULT_BUSY_TIMEOUT_MS = 50
+DEFAULT_ADMIN_TIMEOUT_MS = 5_000
+READER_BUSY_TIMEOUT_MS = 1_000
+DEFAULT_STALE_AFTER_MS = 15_000
+BAR_MS = 1_000
+
+TICK_COLUMNS: tuple[str, ...] = ("ts", "trade_id", "price", "qty", "is_buyer_maker")
+GAP_COLUMNS: tuple[str, ...] = ("symbol", "from_id", "to_id", "missing", "detected_ms")
+EVENT_COLUMNS: tuple[str, ...] = (
+    "id",
+    "rule_id",
+    "rule_text",
+    "fired_ms",
+    "fired",
+    "value",
+    "snapshot_json",
+    "notify_status",
+    "notify_detail",
+)
+
+_SQLITE_BUSY = 5
+_SQLITE_LOCKED = 6
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class StorageError(RuntimeError):
+    """A storage operation failed; the message reads "OPERATION failed: REASON"."""
+
+
+class DatabaseLockedError(StorageError):
+    """Another connection held the write lock past the busy timeout.
+
+    Transient: the transaction was rolled back, nothing of it is stored; keep the
+    data and retry the call.
+    """
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """Outcome of `Writer.write_batch`.
+
+    Attributes
+    ----------
+    inserted : ticks newly stored (and counted into ``bars_1s``).
+    duplicates : ticks dropped because their (symbol, trade_id) was already stored or
+        appeared earlier in the same batch.
+    gaps : gap rows newly stored (a gap already recorded is not stored twice).
+    """
+
+    inserted: int
+    duplicates: int
+    gaps: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseOwner:
+    """Identity of a writer: all three fields together identify one holder.
+
+    Attributes
+    ----------
+    pid : operating-system process id of the holder.
+    host : host name of the holder (``socket.gethostname()``).
+    since_ms : when this holder was created, ms since the epoch UTC; it also tells two
+        holders in one process apart (use `new_lease_owner`).
+    """
+
+    pid: int
+    host: str
+    since_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseState:
+    """Outcome of `Writer.acquire_lease`.
+
+    Attributes
+    ----------
+    acquired : True when the caller holds the lease now.
+    holder : the holder after the call (the caller when acquired), None if free.
+    heartbeat_ms : the holder's last heartbeat, ms since the epoch UTC, None if free.
+    """
+
+    acquired: bool
+    holder: LeaseOwner | None
+    heartbeat_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolStats:
+    """Row counts and time span of one symbol in a database.
+
+    Attributes
+    ----------
+    symbol : upper-case symbol.
+    ticks : rows in ``ticks``.
+    bars_1s : rows in ``bars_1s``.
+    first_ms, last_ms : first and last trade time (from ticks, else 1 s bars, else
+        coarser bars), ms since the epoch UTC; None when the symbol has no rows.
+    bars : rows in ``bars`` (coarser bars, all intervals).
+    """
+
+    symbol: str
+    ticks: int
+    bars_1s: int
+    first_ms: int | None
+    last_ms: int | None
+    bars: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DbStats:
+    """Size and content summary of a database file.
+
+    Attributes
+    ----------
+    file_bytes : size of the database file plus its WAL file, bytes.
+    symbols : per-symbol statistics, sorted by symbol.
+    gaps : number of gap rows (all symbols).
+    """
+
+    file_bytes: int
+    symbols: tuple[SymbolStats, ...]
+    gaps: int
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRuleRow:
+    """One stored alert rule.
+
+    Attributes
+    ----------
+    id : rule id (primary key).
+    text : the rule as the user wrote it, e.g. ``"z > 2"``.
+    params_json : JSON of the pair parameters the rule is evaluated with.
+    cooldown_s : minimum seconds between two firings.
+    enabled : whether the monitor evaluates the rule.
+    webhook_url : optional webhook to notify, None for dashboard only.
+    webhook_format : payload flavour of the webhook (e.g. ``"json"``, ``"slack"``).
+    created_ms : creation time, ms since the epoch UTC.
+    """
+
+    id: int
+    text: str
+    params_json: str
+    cooldown_s: float
+    enabled: bool
+    webhook_url: str | None
+    webhook_format: str | None
+    created_ms: int
+
+
+def now_ms() -> int:
+    """Wall-clock time in integer milliseconds since the epoch, UTC."""
+    return time.time_ns() // 1_000_000
+
+
+_owner_lock = threading.Lock()
+_last_owner_ms = 0
+
+
+def new_lease_owner() -> LeaseOwner:
+    """Return a `LeaseOwner` for this process, distinct from any made before in it."""
+    global _last_owner_ms
+    with _owner_lock:
+        since = max(now_ms(), _last_owner_ms + 1)
+        _last_owner_ms = since
+    return LeaseOwner(pid=os.getpid(), host=socket.gethostname(), since_ms=since)
+
+
+# --------------------------------------------------------------------------- schema
+
+_SCHEMA_1 = """
+CREATE TABLE ticks (
+    symbol TEXT NOT NULL,
+    trade_id INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    price REAL NOT NULL,
+    qty REAL NOT NULL,
+    is_buyer_maker INTEGER NOT NULL,
+    PRIMARY KEY (symbol, trade_id)
+) WITHOUT ROWID;
+CREATE INDEX ticks_symbol_ts ON ticks(symbol, ts_ms);
+CREATE TABLE bars_1s (
+    symbol TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    open REAL NOT NULL,
+    high REAL NOT NULL,
+    low REAL NOT NULL,
+    close REAL NOT NULL,
+    volume REAL NOT NULL,
+    quote_volume REAL NOT NULL,
+    trades INTEGER NOT NULL,
+    vwap REAL,
+    first_id INTEGER NOT NULL,
+    last_id INTEGER NOT NULL,
+    PRIMARY KEY (symbol, ts_ms)
+) WITHOUT ROWID;
+CREATE TABLE bars (
+    symbol TEXT NOT NULL,
+    interval_s INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    open REAL NOT NULL,
+    high REAL NOT NULL,
+    low REAL NOT NULL,
+    close REAL NOT NULL,
+    volume REAL NOT NULL,
+    quote_volume REAL,
+    trades INTEGER,
+    PRIMARY KEY (symbol, interval_s, ts_ms)
+) WITHOUT ROWID;
+CREATE TABLE gaps (
+    id INTEGER PRIMARY KEY,
+    symbol TEXT NOT NULL,
+    from_id INTEGER NOT NULL,
+    to_id INTEGER NOT NULL,
+    detected_ms INTEGER NOT NULL,
+    UNIQUE (symbol, from_id, to_id)
+);
+CREATE TABLE writer_lease (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    since_ms INTEGER NOT NULL,
+    heartbeat_ms INTEGER NOT NULL
+);
+CREATE TABLE alert_rules (
+    id INTEGER PRIMARY KEY,
+    text TEXT NOT NULL,
+    params_json TEXT NOT NULL,
+    cooldown_s REAL NOT NULL,
+    enabled INTEGER NOT NULL,
+    webhook_url TEXT,
+    webhook_format TEXT,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE alert_events (
+    id INTEGER PRIMARY KEY,
+    rule_id INTEGER NOT NULL,
+    fired_ms INTEGER NOT NULL,
+    value REAL,
+    snapshot_json TEXT,
+    notify_status TEXT NOT NULL DEFAULT 'pending',
+    notify_detail TEXT
+);
+CREATE INDEX alert_events_fired ON alert_events(fired_ms);
+CREATE INDEX alert_events_rule ON alert_events(rule_id, fired_ms)
+"""
+
+
+def _migration_1(conn: sqlite3.Connection) -> None:
+    """Create the initial schema (statements one by one, inside the transaction)."""
+    for statement in _SCHEMA_1.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+def _migration_2(conn: sqlite3.Connection) -> None:
+    """Add ``last_seen``: highest trade id seen per symbol, stored or filtered."""
+    conn.execute(
+        "CREATE TABLE last_seen (symbol TEXT PRIMARY KEY, trade_id INTEGER NOT NULL)"
+    )
+
+
+# Applied in order inside one IMMEDIATE transaction each; step i moves
+# `PRAGMA user_version` from i to i + 1. Never edit a released step: append one.
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _migration_1,
+    _migration_2,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Apply the pending migrations, each in its own IMMEDIATE transaction."""
+    while True:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            if version > SCHEMA_VERSION:
+                raise StorageError(
+                    f"open failed: database schema version {version} is newer than "
+                    f"this program's {SCHEMA_VERSION}"
+                )
+            if version == SCHEMA_VERSION:
+                conn.execute("COMMIT")
+                return
+            MIGRATIONS[version](conn)
+            # PRAGMA takes no parameters; the value is an int computed here.
+            conn.execute(f"PRAGMA user_version = {version + 1:d}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+
+def _error(op: str, exc: sqlite3.Error, path: os.PathLike | str) -> StorageError:
+    """Map a sqlite3 error to DatabaseLockedError (busy/locked) or StorageError."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED):
+        return DatabaseLockedError(
+            f"{op} failed: database is locked by another connection ({path}); "
+            "the transaction was rolled back, retry it"
+        )
+    name = getattr(exc, "sqlite_errorname", None) or type(exc).__name__
+    return StorageError(f"{op} failed: {exc} [{name}] ({path})")
+
+
+# Distinct symbols through the primary-key index, one seek per symbol ("loose index
+# scan"), instead of a scan of every row.
+_SYMBOL_SCAN = """
+WITH RECURSIVE s(symbol) AS (
+    SELECT (SELECT min(symbol) FROM {table})
+    UNION ALL
+    SELECT (SELECT min(symbol) FROM {table} WHERE symbol > s.symbol)
+    FROM s WHERE s.symbol IS NOT NULL
+)
+SELECT symbol FROM s WHERE symbol IS NOT NULL
+"""
+_SYMBOL_SCANS = {t: _SYMBOL_SCAN.format(table=t) for t in ("ticks", "bars_1s", "bars")}
+
+_INSERT_TICK = (
+    "INSERT INTO ticks(symbol, trade_id, ts_ms, price, qty, is_buyer_maker) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+_UPSERT_BAR_1S = """
+INSERT INTO bars_1s(symbol, ts_ms, open, high, low, close, volume, quote_volume,
+                    trades, vwap, first_id, last_id)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT(symbol, ts_ms) DO UPDATE SET
+    open = CASE WHEN excluded.first_id < bars_1s.first_id
+                THEN excluded.open ELSE bars_1s.open END,
+    close = CASE WHEN excluded.last_id > bars_1s.last_id
+                 THEN excluded.close ELSE bars_1s.close END,
+    high = max(bars_1s.high, excluded.high),
+    low = min(bars_1s.low, excluded.low),
+    volume = bars_1s.volume + excluded.volume,
+    quote_volume = bars_1s.quote_volume + excluded.quote_volume,
+    trades = bars_1s.trades + excluded.trades,
+    vwap = (bars_1s.quote_volume + excluded.quote_volume)
+           / nullif(bars_1s.volume + excluded.volume, 0),
+    first_id = min(bars_1s.first_id, excluded.first_id),
+    last_id = max(bars_1s.last_id, excluded.last_id)
+"""
+_UPSERT_BAR = """
+INSERT INTO bars(symbol, interval_s, ts_ms, open, high, low, close, volume,
+                 quote_volume, trades)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT(symbol, interval_s, ts_ms) DO UPDATE SET
+    open = excluded.open, high = excluded.high, low = excluded.low,
+    close = excluded.close, volume = excluded.volume,
+    quote_volume = excluded.quote_volume, trades = excluded.trades
+"""
+_IN_CHUNK = 500
+
+
+def _pid_alive(pid: int) -> bool:
+    """True when a process with this pid runs on this host (or may: no permission)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _rows_and_bars(symbol: str, ticks: dict[int, Tick]) -> tuple[list, list]:
+    """Tick insert rows and bars_1s upsert rows of one symbol's new ticks, one pass.
+
+    `ticks` maps Python-int trade id to tick.
+
+    Ticks may come in any order: a bucket's open is the price of its lowest trade
+    id and its close of its highest (compared, not sorted).
+    """
+    rows: list[tuple] = []
+    append = rows.append
+    buckets: dict[int, list] = {}
+    get = buckets.get
+    # int()/float() because numpy scalars would be bound as BLOBs by sqlite3.
+    for tid, t in ticks.items():
+        p = float(t.price)
+        q = float(t.qty)
+        ts = int(t.ts_ms)
+        append((symbol, tid, ts, p, q, 1 if t.is_buyer_maker else 0))
+        b = ts - ts % BAR_MS
+        bar = get(b)
+        if bar is None:
+            # open, high, low, close, volume, quote_volume, trades, first_id, last_id
+            buckets[b] = [p, p, p, p, q, p * q, 1, tid, tid]
+            continue
+        if tid > bar[8]:
+            bar[3] = p
+            bar[8] = tid
+        elif tid < bar[7]:
+            bar[0] = p
+            bar[7] = tid
+        if p > bar[1]:
+            bar[1] = p
+        elif p < bar[2]:
+            bar[2] = p
+        bar[4] += q
+        bar[5] += p * q
+        bar[6] += 1
+    bars = [
+        (symbol, b, o, h, lo, c, v, qv, n, qv / v if v else None, fid, lid)
+        for b, (o, h, lo, c, v, qv, n, fid, lid) in buckets.items()
+    ]
+    return rows, bars
+
+
+# --------------------------------------------------------------------------- writer
+
+
+class Writer:
+    """The single write connection to one database file.
+
+    Opening creates the parent directories and the file, switches it to WAL with
+    ``synchronous=NORMAL`` and applies pending migrations. Use one `Writer` from one
+    thread at a time (it may be created in another thread than the one using it).
+
+    Parameters
+    ----------
+    path : database file.
+    busy_timeout_ms : how long hot-path calls (`write_batch`, `heartbeat`,
+        `add_alert_event`, `update_alert_event_notification`) wait for a write lock
+        held by another connection before raising `DatabaseLockedError`.
+    admin_timeout_ms : the same for rare calls (opening and migrating, lease
+        acquisition, `write_bars`, `prune`, `clear_market_data`, alert rule edits).
+
+    Raises
+    ------
+    ValueError
+        When a timeout is negative.
+    StorageError
+        When the file cannot be created, opened, switched to WAL or migrated.
+    """
+
+    def __init__(
+        self,
+        path: os.PathLike | str,
+        *,
+        busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+        admin_timeout_ms: int = DEFAULT_ADMIN_TIMEOUT_MS,
+    ) -> None:
+        for name, value in (
+            ("busy_timeout_ms", busy_timeout_ms),
+            ("admin_timeout_ms", admin_timeout_ms),
+        ):
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        self._path = Path(path)
+        self._busy_timeout_ms = busy_timeout_ms
+        self._admin_timeout_ms = admin_timeout_ms
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(
+                f"open failed: cannot create directory {self._path.parent}: {exc}"
+            ) from exc
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = sqlite3.connect(
+                self._path, isolation_level=None, check_same_thread=False
+            )
+            conn.execute(f"PRAGMA busy_timeout = {admin_timeout_ms:d}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StorageError(
+                    f"open failed: cannot switch {self._path} to WAL "
+                    f"(journal_mode is {mode})"
+                )
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA cache_size = -16000")
+            _migrate(conn)
+            conn.execute(f"PRAGMA busy_timeout = {busy_timeout_ms:d}")
+        except sqlite3.Error as exc:
+            if conn is not None:
+                conn.close()
+            raise _error("open", exc, self._path) from exc
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            raise
+        self._conn: sqlite3.Connection | None = conn
+
+    # ------------------------------------------------------------------ plumbing
+
+    @property
+    def path(self) -> Path:
+        """The database file this writer writes."""
+        return self._path
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection (idempotent); later calls raise StorageError."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _connection(self, op: str) -> sqlite3.Connection:
+        """The open connection, or StorageError naming the operation."""
+        if self._conn is None:
+            raise StorageError(f"{op} failed: writer for {self._path} is closed")
+        return self._conn
+
+    @contextmanager
+    def _transaction(
+        self, op: str, *, timeout_ms: int | None = None
+    ) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT; roll back and map errors on failure."""
+        conn = self._connection(op)
+        if timeout_ms is not None:
+            conn.execute(f"PRAGMA busy_timeout = {timeout_ms:d}")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield conn
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback(conn)
+            raise _error(op, exc, self._path) from exc
+        except BaseException:
+            self._rollback(conn)
+            raise
+        finally:
+            if timeout_ms is not None:
+                conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms:d}")
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        """Roll back if a transaction is open (SQLite may already have done it)."""
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+
+    # ------------------------------------------------------------------ hot path
+
+    def write_batch(
+        self,
+        ticks: Sequence[Tick],
+        gaps: Sequence[Gap] = (),
+        *,
+        last_seen: Mapping[str, int] | None = None,
+    ) -> BatchResult:
+        """Store new ticks, fold them into ``bars_1s`` and store gap rows, atomically.
+
+        In one transaction: drop ticks whose (symbol, trade_id) is already stored or
+        repeats within the batch, insert the rest into ``ticks``, upsert ``bars_1s``
+        from the inserted ticks only and insert the gap rows (a gap already stored
+        is skipped).
+
+        Parameters
+        ----------
+        ticks : trades in any order, any symbols (upper-case, as `Tick` carries them).
+        gaps : gap rows detected alongside.
+        last_seen : optional highest trade id seen per symbol, including trades
+            that were filtered out (non-MARKET); kept so that `last_trade_ids`
+            resumes after them and a restart records no false gap.
+
+        Returns
+        -------
+        BatchResult
+            Ticks inserted, duplicates dropped and gap rows stored.
+
+        Raises
+        ------
+        DatabaseLockedError
+            When another connection held the write lock past ``busy_timeout_ms``;
+            nothing was stored: keep the batch and retry it.
+        StorageError
+            On any other SQLite failure (read-only file, disk full, I/O error);
+            nothing of the batch was stored.
+
+        Notes
+        -----
+        Per 1 s bucket ``b = ts_ms - ts_ms mod 1000`` of the inserted ticks:
+        open/close are the prices of the lowest/highest trade id, high/low the
+        extremes, ``volume = sum(qty)``, ``quote_volume = sum(price * qty)``,
+        ``trades`` the count and ``vwap = quote_volume / volume``. The upsert keeps
+        the open of the lower ``first_id`` and the close of the higher ``last_id``,
+        so bars are right whatever order the batches arrive in.
+        """
+        groups: dict[str, dict[int, Tick]] = {}
+        for t in ticks:
+            group = groups.get(t.symbol)
+            if group is None:
+                group = groups[t.symbol] = {}
+            group.setdefault(int(t.trade_id), t)
+        gap_rows = [
+            (g.symbol, int(g.from_id), int(g.to_id), int(g.detected_ms)) for g in gaps
+        ]
+        seen_rows = [(sym, int(tid)) for sym, tid in (last_seen or {}).items()]
+        if not groups and not gap_rows and not seen_rows:
+            return BatchResult(inserted=0, duplicates=0, gaps=0)
+        inserted = 0
+        gaps_stored = 0
+        with self._transaction("write_batch") as conn:
+            for symbol, group in groups.items():
+                self._drop_stored(conn, symbol, group)
+                if not group:
+                    continue
+                tick_rows, bar_rows = _rows_and_bars(symbol, group)
+                conn.executemany(_INSERT_TICK, tick_rows)
+                conn.executemany(_UPSERT_BAR_1S, bar_rows)
+                inserted += len(group)
+            if gap_rows:
+                before = conn.total_changes
+                conn.executemany(
+                    "INSERT OR IGNORE INTO gaps(symbol, from_id, to_id, detected_ms) "
+                    "VALUES (?, ?, ?, ?)",
+                    gap_rows,
+                )
+                gaps_stored = conn.total_changes - before
+            if seen_rows:
+                conn.executemany(
+                    "INSERT INTO last_seen(symbol, trade_id) VALUES (?, ?) "
+                    "ON CONFLICT(symbol) DO UPDATE SET "
+                    "trade_id = max(trade_id, excluded.trade_id)",
+                    seen_rows,
+                )
+        return BatchResult(
+            inserted=inserted, duplicates=len(ticks) - inserted, gaps=gaps_stored
+        )
+
+    @staticmethod
+    def _drop_stored(
+        conn: sqlite3.Connection, symbol: str, group: dict[int, Tick]
+    ) -> None:
+        """Remove from `group` the trade ids already stored for `symbol`."""
+        lo = min(group)
+        hi = max(group)
+        if hi - lo < 4 * len(group) + 1_000:
+            rows = conn.execute(
+                "SELECT trade_id FROM ticks "
+                "WHERE symbol = ? AND trade_id BETWEEN ? AND ?",
+                (symbol, lo, hi),
+            ).fetchall()
+        else:  # sparse ids over a wide range: probe them, not the whole range
+            ids = list(group)
+            rows = []
+            for i in range(0, len(ids), _IN_CHUNK):
+                chunk = ids[i : i + _IN_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                rows += conn.execute(
+                    f"SELECT trade_id FROM ticks WHERE symbol = ? "
+                    f"AND trade_id IN ({marks})",
+                    (symbol, *chunk),
+                ).fetchall()
+        for (tid,) in rows:
+            group.pop(tid, None)
+
+    def last_trade_ids(self) -> dict[str, int]:
+        """Highest trade id per symbol: stored ticks, or a higher ``last_seen`` id.
+
+        Symbols with neither are absent.
+
+        Raises
+        ------
+        StorageError
+            When the query fails.
+        """
+        conn = self._connection("last_trade_ids")
+        try:
+            symbols = [r[0] for r in conn.execute(_SYMBOL_SCANS["ticks"])]
+            out = {}
+            for symbol in symbols:
+                row = conn.execute(
+                    "SELECT max(trade_id) FROM ticks WHERE symbol = ?", (symbol,)
+                ).fetchone()
+                out[symbol] = int(row[0])
+            for symbol, tid in conn.execute("SELECT symbol, trade_id FROM last_seen"):
+                out[symbol] = max(out.get(symbol, tid), int(tid))
+            return out
+        except sqlite3.Error as exc:
+            raise _error("last_trade_ids", exc, self._path) from exc
+
+    # ------------------------------------------------------------------ lease
+
+    def acquire_lease(
+        self,
+        owner: LeaseOwner,
+        *,
+        stale_after_ms: int = DEFAULT_STALE_AFTER_MS,
+        now: int | None = None,
+    ) -> LeaseState:
+        """Take the writer lease if it is free, ours, orphaned or stale.
+
+        The lease is taken when no row exists, when `owner` already holds it, when
+        the holder is on this host and its pid no longer runs, or when the holder's
+        heartbeat is older than `stale_after_ms`. Decided inside one IMMEDIATE
+        transaction, so two processes cannot both win.
+
+        Parameters
+        ----------
+        owner : the candidate (see `new_lease_owner`).
+        stale_after_ms : heartbeat age after which any holder may be replaced.
+        now : current time in ms (defaults to the wall clock; for tests).
+
+        Returns
+        -------
+        LeaseState
+            ``acquired`` and the holder after the call.
+
+        Raises
+        ------
+        ValueError
+            When `stale_after_ms` is not positive.
+        DatabaseLockedError, StorageError
+            When the database cannot be written.
+        """
+        if stale_after_ms <= 0:
+            raise ValueError(f"stale_after_ms must be > 0, got {stale_after_ms!r}")
+        t = now_ms() if now is None else int(now)
+        with self._transaction("acquire_lease", timeout_ms=self._admin_timeout_ms) as c:
+            row = c.execute(
+                "SELECT pid, host, since_ms, heartbeat_ms FROM writer_lease "
+                "WHERE id = 1"
+            ).fetchone()
+            if row is not None:
+                holder = LeaseOwner(pid=int(row[0]), host=row[1], since_ms=int(row[2]))
+                takeable = (
+                    holder == owner
+                    or t - int(row[3]) > stale_after_ms
+                    or (
+                        holder.host == socket.gethostname()
+                        and not _pid_alive(holder.pid)
+                    )
+                )
+                if not takeable:
+                    return LeaseState(
+                        acquired=False, holder=holder, heartbeat_ms=row[3]
+                    )
+            c.execute(
+                "INSERT OR REPLACE INTO writer_lease(id, pid, host, since_ms, "
+                "heartbeat_ms) VALUES (1, ?, ?, ?, ?)",
+                (int(owner.pid), owner.host, int(owner.since_ms), t),
+            )
+        return LeaseState(acquired=True, holder=owner, heartbeat_ms=t)
+
+    def heartbeat(self, owner: LeaseOwner, *, now: int | None = None) -> bool:
+        """Refresh the lease's heartbeat if `owner` still holds it.
+
+        Returns
+        -------
+        bool
+            False when the lease was lost (taken over or released).
+
+        Raises
+        ------
+        DatabaseLockedError
+            When the write lock was busy (lease state unknown: try again later).
+        StorageError
+            On other failures.
+        """
+        t = now_ms() if now is None else int(now)
+        with self._transaction("heartbeat") as conn:
+            cur = conn.execute(
+                "UPDATE writer_lease SET heartbeat_ms = ? "
+                "WHERE id = 1 AND pid = ? AND host = ? AND since_ms = ?",
+                (t, owner.pid, owner.host, owner.since_ms),
+            )
+            held = cur.rowcount == 1
+        return held
+
+    def release_lease(self, owner: LeaseOwner) -> None:
+        """Give the lease up if `owner` holds it (otherwise nothing happens)."""
+        with self._transaction(
+            "release_lease", timeout_ms=min(self._admin_timeout_ms, 1_000)
+        ) as conn:
+            conn.execute(
+                "DELETE FROM writer_lease "
+                "WHERE id = 1 AND pid = ? AND host = ? AND since_ms = ?",
+                (owner.pid, owner.host, owner.since_ms),
+            )
+
+    # ------------------------------------------------------------------ bars, retention
+
+    def write_bars(self, symbol: str, interval_s: int, bars: pd.DataFrame) -> int:
+        """Upsert bars coarser than 1 s (imports, exchange history) into ``bars``.
+
+        Parameters
+        ----------
+        symbol : symbol (validated, upper-cased).
+        interval_s : bar length in seconds, >= 1.
+        bars : columns ``ts`` (tz-aware or naive-UTC datetimes, or integer ms) or
+            ``ts_ms`` (integer ms), ``open, high, low, close, volume``; optional
+            ``quote_volume`` and ``trades`` (stored NULL when absent).
+
+        Returns
+        -------
+        int
+            Rows written; a bar at an existing (symbol, interval_s, ts) replaces it.
+
+        Raises
+        ------
+        ValueError
+            On a bad symbol, interval or missing column.
+        StorageError
+            When the write fails (nothing of it is stored).
+        """
+        symbol = normalize_symbol(symbol)
+        if isinstance(interval_s, bool) or not isinstance(interval_s, int | np.integer):
+            raise ValueError(f"interval_s must be an integer >= 1, got {interval_s!r}")
+        if interval_s < 1:
+            raise ValueError(f"interval_s must be an integer >= 1, got {interval_s!r}")
+        missing = [
+            c for c in ("open", "high", "low", "close", "volume") if c not in bars
+        ]
+        if "ts" not in bars and "ts_ms" not in bars:
+            missing.insert(0, "ts")
+        if missing:
+            raise ValueError(f"bars: missing column(s) {', '.join(missing)}")
+        if len(bars) == 0:
+            return 0
+        ts_ms = _to_epoch_ms(bars["ts_ms"] if "ts_ms" in bars else bars["ts"])
+        n = len(bars)
+
+        def col(name: str) -> list:
+            if name not in bars:
+                return [None] * n
+            values = pd.to_numeric(bars[name], errors="coerce").astype("float64")
+            return [None if v != v else v for v in values.tolist()]
+
+        trades = [None if v is None else int(v) for v in col("trades")]
+        rows = list(
+            zip(
+                [symbol] * n,
+                [int(interval_s)] * n,
+                ts_ms.tolist(),
+                col("open"),
+                col("high"),
+                col("low"),
+                col("close"),
+                col("volume"),
+                col("quote_volume"),
+                trades,
+                strict=True,
+            )
+        )
+        with self._transaction("write_bars", timeout_ms=self._admin_timeout_ms) as conn:
+            conn.executemany(_UPSERT_BAR, rows)
+        return len(rows)
+
+    def prune(self, older_than_ms: int) -> int:
+        """Delete market data older than a time; return the number of rows deleted.
+
+        Deletes ticks with ``ts_ms < older_than_ms`` and bars (1 s and coarser)
+        that end at or before it (``ts_ms + interval <= older_than_ms``), so that no
+        bar loses part of its trades. Gaps, alert rules and events are kept.
+
+        Raises
+        ------
+        DatabaseLockedError, StorageError
+            When the database cannot be written (nothing is deleted).
+        """
+        cutoff = int(older_than_ms)
+        deleted = 0
+        with self._transaction("prune", timeout_ms=self._admin_timeout_ms) as conn:
+            for symbol in [r[0] for r in conn.execute(_SYMBOL_SCANS["ticks"])]:
+                deleted += conn.execute(
+                    "DELETE FROM ticks WHERE symbol = ? AND ts_ms < ?", (symbol, cutoff)
+                ).rowcount
+            for symbol in [r[0] for r in conn.execute(_SYMBOL_SCANS["bars_1s"])]:
+                deleted += conn.execute(
+                    "DELETE FROM bars_1s WHERE symbol = ? AND ts_ms <= ?",
+                    (symbol, cutoff - BAR_MS),
+                ).rowcount
+            deleted += conn.execute(
+                "DELETE FROM bars WHERE ts_ms + interval_s * 1000 <= ?", (cutoff,)
+            ).rowcount
+        return deleted
+
+    def clear_market_data(self) -> None:
+        """Delete ticks, 1 s bars, coarser bars, gaps, last seen ids; keep alerts."""
+        with self._transaction(
+            "clear_market_data", timeout_ms=self._admin_timeout_ms
+        ) as conn:
+            for table in ("ticks", "bars_1s", "bars", "gaps", "last_seen"):
+                conn.execute(f"DELETE FROM {table}")  # fixed names, not user input
+
+    def checkpoint(self) -> None:
+        """Fold the WAL back into the database file and truncate it."""
+        conn = self._connection("checkpoint")
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.Error as exc:
+            raise _error("checkpoint", exc, self._path) from exc
+
+    # ------------------------------------------------------------------ alerts
+
+    def add_alert_rule(
+        self,
+        text: str,
+        params_json: str,
+        cooldown_s: float,
+        enabled: bool = True,
+        webhook_url: str | None = None,
+        webhook_format: str | None = None,
+    ) -> int:
+        """Store an alert rule and return its id.
+
+        Raises
+        ------
+        ValueError
+            When `text` is empty or `cooldown_s` is negative or not finite.
+        StorageError
+            When the write fails.
+        """
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"text: an alert rule needs a condition, got {text!r}")
+        cooldown = float(cooldown_s)
+        if not np.isfinite(cooldown) or cooldown < 0:
+            raise ValueError(
+                f"cooldown_s must be a finite number >= 0, got {cooldown_s!r}"
+            )
+        with self._transaction(
+            "add_alert_rule", timeout_ms=self._admin_timeout_ms
+        ) as conn:
+            cur = conn.execute(
+                "INSERT INTO alert_rules(text, params_json, cooldown_s, enabled, "
+                "webhook_url, webhook_format, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    text.strip(),
+                    params_json,
+                    cooldown,
+                    1 if enabled else 0,
+                    webhook_url or None,
+                    webhook_format or None,
+                    now_ms(),
+                ),
+            )
+            rule_id = int(cur.lastrowid)
+        return rule_id
+
+    def set_alert_rule_enabled(self, rule_id: int, enabled: bool) -> None:
+        """Enable or disable a rule.
+
+        Raises
+        ------
+        ValueError
+            When no rule has this id.
+        """
+        with self._transaction(
+            "set_alert_rule_enabled", timeout_ms=self._admin_timeout_ms
+        ) as conn:
+            cur = conn.execute(
+                "UPDATE alert_rules SET enabled = ? WHERE id = ?",
+                (1 if enabled else 0, int(rule_id)),
+            )
+            found = cur.rowcount == 1
+        if not found:
+            raise ValueError(f"rule_id: no alert rule with id {rule_id!r}")
+
+    def delete_alert_rule(self, rule_id: int) -> bool:
+        """Delete a rule (its events stay as history); False when it did not exist."""
+        with self._transaction(
+            "delete_alert_rule", timeout_ms=self._admin_timeout_ms
+        ) as conn:
+            cur = conn.execute("DELETE FROM alert_rules WHERE id = ?", (int(rule_id),))
+            found = cur.rowcount == 1
+        return found
+
+    def add_alert_event(
+        self, rule_id: int, fired_ms: int, value: float | None, snapshot_json: str
+    ) -> int:
+        """Store one firing of a rule (notify_status "pending") and return its id."""
+        with self._transaction("add_alert_event") as conn:
+            cur = conn.execute(
+                "INSERT INTO alert_events(rule_id, fired_ms, value, snapshot_json) "
+                "VALUES (?, ?, ?, ?)",
+                (
+                    int(rule_id),
+                    int(fired_ms),
+                    None if value is None else float(value),
+                    snapshot_json,
+                ),
+            )
+            event_id = int(cur.lastrowid)
+        return event_id
+
+    def update_alert_event_notification(
+        self, event_id: int, status: str, detail: str | None = None
+    ) -> None:
+        """Record how the notification of an event went (e.g. "sent", "failed")."""
+        with self._transaction("update_alert_event_notification") as conn:
+            conn.execute(
+                "UPDATE alert_events SET notify_status = ?, notify_detail = ? "
+                "WHERE id = ?",
+                (status, detail, int(event_id)),
+            )
+
+
+def _to_epoch_ms(values: pd.Series) -> np.ndarray:
+    """Datetimes (tz-aware, naive = UTC) or integer ms -> int64 epoch milliseconds."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        ts = pd.to_datetime(values, utc=True)
+        return ts.dt.as_unit("ms").astype("int64").to_numpy()
+    if pd.api.types.is_numeric_dtype(values):
+        return values.astype("int64").to_numpy()
+    ts = pd.to_datetime(values, utc=True)
+    return ts.dt.as_unit("ms").astype("int64").to_numpy()
+
+
+# --------------------------------------------------------------------------- readers
+
+_local = threading.local()
+
+
+def _reader(db_path: os.PathLike | str) -> sqlite3.Connection | None:
+    """This thread's read-only connection to `db_path`, None if the file is absent.
+
+    Cached per thread and per path; reopened when the file was replaced (deleted,
+    renamed over) since the connection was opened.
+    """
+    key = os.path.abspath(os.fspath(db_path))
+    cache: dict[str, tuple[sqlite3.Connection, tuple[int, int]]] | None = getattr(
+        _local, "conns", None
+    )
+    if cache is None:
+        cache = _local.conns = {}
+    try:
+        st = os.stat(key)
+    except FileNotFoundError:
+        entry = cache.pop(key, None)
+        if entry is not None:
+            entry[0].close()
+        return None
+    ident = (st.st_dev, st.st_ino)
+    entry = cache.get(key)
+    if entry is not None:
+        if entry[1] == ident:
+            return entry[0]
+        entry[0].close()
+        del cache[key]
+    conn = sqlite3.connect(
+        Path(key).as_uri() + "?mode=ro", uri=True, isolation_level=None
+    )
+    conn.execute(f"PRAGMA busy_timeout = {READER_BUSY_TIMEOUT_MS:d}")
+    cache[key] = (conn, ident)
+    return conn
+
+
+def close_readers() -> None:
+    """Close this thread's cached read-only connections."""
+    cache = getattr(_local, "conns", None) or {}
+    for conn, _ in cache.values():
+        conn.close()
+    cache.clear()
+
+
+def _query(
+    op: str, db_path: os.PathLike | str, sql: str, params: Sequence = ()
+) -> list:
+    """Rows of a read query; [] when the file or the table does not exist yet."""
+    try:
+        conn = _reader(db_path)
+        if conn is None:
+            return []
+        return conn.execute(sql, params).fetchall()
+    except sqlite3.OperationalError as exc:
+        if str(exc).startswith("no such table"):
+            return []
+        raise _error(op, exc, db_path) from exc
+    except sqlite3.Error as exc:
+        raise _error(op, exc, db_path) from exc
+
+
+def _window(start_ms: int | None, end_ms: int | None) -> tuple[int, int]:
+    """Bounds of a [start, end) window, None meaning unbounded."""
+    lo = -(2**62) if start_ms is None else int(start_ms)
+    hi = 2**62 if end_ms is None else int(end_ms)
+    return lo, hi
+
+
+def _utc_ms(ts_ms: np.ndarray) -> pd.DatetimeIndex:
+    """int64 epoch ms -> tz-aware UTC datetimes at millisecond resolution."""
+    return pd.DatetimeIndex(ts_ms.astype("datetime64[ms]")).tz_localize("UTC")
+
+
+def _empty_bars() -> pd.DataFrame:
+    """A bar frame with no rows and the contract's dtypes."""
+    frame = {c: np.empty(0, dtype=np.float64) for c in BAR_COLUMNS}
+    frame["ts"] = _utc_ms(np.empty(0, dtype=np.int64))
+    frame["trades"] = np.empty(0, dtype=np.int64)
+    return pd.DataFrame(frame, columns=list(BAR_COLUMNS))
+
+
+def _bars_frame(rows: list) -> pd.DataFrame:
+    """Rows (ts_ms, open, high, low, close, volume, quote_volume, trades) -> bars.
+
+    ``vwap = quote_volume / volume`` is computed here (NaN where volume is 0 or
+    quote volume unknown): one column less to fetch, the same division SQLite does.
+    """
+    if not rows:
+        return _empty_bars()
+    # fromiter is about twice as fast as np.array on a list of tuples; NULL -> NaN.
+    width = len(rows[0])
+    arr = np.fromiter(
+        itertools.chain.from_iterable(rows), dtype=np.float64, count=len(rows) * width
+    ).reshape(len(rows), width)
+    return pd.DataFrame(
+        {
+            "ts": _utc_ms(arr[:, 0].astype(np.int64)),
+            "open": arr[:, 1],
+            "high": arr[:, 2],
+            "low": arr[:, 3],
+            "close": arr[:, 4],
+            "volume": arr[:, 5],
+            "quote_volume": arr[:, 6],
+            "trades": np.nan_to_num(arr[:, 7]).astype(np.int64),
+            "vwap": np.divide(
+                arr[:, 6], arr[:, 5], out=np.full(len(arr), np.nan), where=arr[:, 5] > 0
+            ),
+        },
+        columns=list(BAR_COLUMNS),
+    )
+
+
+def read_bars_1s(
+    db_path: os.PathLike | str,
+    symbol: str,
+    start_ms: int | None,
+    end_ms: int | None,
+) -> pd.DataFrame:
+    """1 s bars of one symbol with bucket start in ``[start_ms, end_ms)``.
+
+    Reads through the primary key (symbol, ts_ms): the cost is the rows in the
+    window, not in the table. None for a bound means unbounded.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns `models.BAR_COLUMNS`, ``ts`` datetime64[ms, UTC], sorted by ts;
+        empty (same columns) when the file, the table or the rows do not exist.
+
+    Raises
+    ------
+    ValueError
+        When the symbol is not valid.
+    StorageError
+        When the read fails.
+    """
+    lo, hi = _window(start_ms, end_ms)
+    rows = _query(
+        "read_bars_1s",
+        db_path,
+        "SELECT ts_ms, open, high, low, close, volume, quote_volume, trades "
+        "FROM bars_1s WHERE symbol = ? AND ts_ms >= ? AND ts_ms < ? ORDER BY ts_ms",
+        (normalize_symbol(symbol), lo, hi),
+    )
+    return _bars_frame(rows)
+
+
+def _check_interval(interval_s: int) -> int:
+    """Validate a bar interval in seconds (integer >= 1)."""
+    if isinstance(interval_s, bool) or not isinstance(interval_s, int | np.integer):
+        raise ValueError(f"interval_s must be an integer >= 1, got {interval_s!r}")
+    if interval_s < 1:
+        raise ValueError(f"interval_s must be an integer >= 1, got {interval_s!r}")
+    return int(interval_s)
+
+
+def read_bars_agg(
+    db_path: os.PathLike | str,
+    symbol: str,
+    interval_s: int,
+    start_ms: int | None,
+    end_ms: int | None,
+) -> pd.DataFrame:
+    """1 s bars aggregated into `interval_s` buckets inside SQLite.
+
+    Buckets are aligned to the epoch: ``bucket = floor(ts_ms / (1000 * interval_s))
+    * 1000 * interval_s``; only 1 s bars in ``[start_ms, end_ms)`` count, so give
+    an aligned `start_ms` to avoid a partial first bucket.
+
+    Returns
+    -------
+    pandas.DataFrame
+        `models.BAR_COLUMNS`, one row per non-empty bucket: open of the earliest
+        1 s bar, close of the latest, max high, min low, summed volume,
+        quote_volume and trades, ``vwap = quote_volume / volume``.
+
+    Raises
+    ------
+    ValueError
+        On a bad symbol or interval.
+    StorageError
+        When the read fails.
+    """
+    width = _check_interval(interval_s) * BAR_MS
+    symbol = normalize_symbol(symbol)
+    if width == BAR_MS:
+        return read_bars_1s(db_path, symbol, start_ms, end_ms)
+    lo, hi = _window(start_ms, end_ms)
+    rows = _query(
+        "read_bars_agg",
+        db_path,
+        """
+        WITH g AS (
+            SELECT (ts_ms / ?) * ? AS bucket, min(ts_ms) AS t_open,
+                   max(ts_ms) AS t_close, max(high) AS high, min(low) AS low,
+                   sum(volume) AS volume, sum(quote_volume) AS quote_volume,
+                   sum(trades) AS trades
+            FROM bars_1s WHERE symbol = ? AND ts_ms >= ? AND ts_ms < ?
+            GROUP BY bucket
+        )
+        SELECT g.bucket, o.open, g.high, g.low, c.close, g.volume, g.quote_volume,
+               g.trades
+        FROM g
+        JOIN bars_1s AS o ON o.symbol = ? AND o.ts_ms = g.t_open
+        JOIN bars_1s AS c ON c.symbol = ? AND c.ts_ms = g.t_close
+        ORDER BY g.bucket
+        """,
+        (width, width, symbol, lo, hi, symbol, symbol),
+    )
+    return _bars_frame(rows)
+
+
+def read_bars(
+    db_path: os.PathLike | str,
+    symbol: str,
+    interval_s: int,
+    start_ms: int | None,
+    end_ms: int | None,
+) -> pd.DataFrame:
+    """Stored coarser bars (table ``bars``) of one symbol and interval in a window.
+
+    Returns
+    -------
+    pandas.DataFrame
+        `models.BAR_COLUMNS` with ``ts`` in ``[start_ms, end_ms)``;
+        ``vwap = quote_volume / volume`` (NaN when quote volume is unknown),
+        ``trades`` 0 when unknown.
+
+    Raises
+    ------
+    ValueError
+        On a bad symbol or interval.
+    StorageError
+        When the read fails.
+    """
+    width = _check_interval(interval_s)
+    lo, hi = _window(start_ms, end_ms)
+    rows = _query(
+        "read_bars",
+        db_path,
+        "SELECT ts_ms, open, high, low, close, volume, quote_volume, trades "
+        "FROM bars "
+        "WHERE symbol = ? AND interval_s = ? AND ts_ms >= ? AND ts_ms < ? "
+        "ORDER BY ts_ms",
+        (normalize_symbol(symbol), width, lo, hi),
+    )
+    return _bars_frame(rows)
+
+
+def list_bar_intervals(db_path: os.PathLike | str, symbol: str) -> list[int]:
+    """Intervals (seconds) for which coarser bars of `symbol` are stored, ascending."""
+    rows = _query(
+        "list_bar_intervals",
+        db_path,
+        "SELECT DISTINCT interval_s FROM bars WHERE symbol = ? ORDER BY interval_s",
+        (normalize_symbol(symbol),),
+    )
+    return [int(r[0]) for r in rows]
+
+
+def read_ticks(
+    db_path: os.PathLike | str,
+    symbol: str,
+    start_ms: int | None,
+    end_ms: int | None,
+    *,
+    limit: int | None = None,
+) -> pd.DataFrame:
+    """Ticks of one symbol with trade time in ``[start_ms, end_ms)``, oldest first.
+
+    Parameters
+    ----------
+    limit : when given, only the newest `limit` ticks of the window.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``ts`` (datetime64[ms, UTC]), ``trade_id`` (int64), ``price``,
+        ``qty`` (float64), ``is_buyer_maker`` (bool), sorted by (ts, trade_id).
+
+    Raises
+    ------
+    ValueError
+        On a bad symbol or a negative limit.
+    StorageError
+        When the read fails.
+    """
+    lo, hi = _window(start_ms, end_ms)
+    sql = (
+        "SELECT ts_ms, trade_id, price, qty, is_buyer_maker FROM ticks "
+        "WHERE symbol = ? AND ts_ms >= ? AND ts_ms < ? "
+    )
+    params: tuple = (normalize_symbol(symbol), lo, hi)
+    if limit is None:
+        rows = _query("read_ticks", db_path, sql + "ORDER BY ts_ms, trade_id", params)
+    else:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ValueError(f"limit must be an integer >= 0 or None, got {limit!r}")
+        rows = _query(
+            "read_ticks",
+            db_path,
+            sql + "ORDER BY ts_ms DESC, trade_id DESC LIMIT ?",
+            (*params, limit),
+        )
+        rows.reverse()
+    if not rows:
+        return pd.DataFrame(
+            {
+                "ts": _utc_ms(np.empty(0, dtype=np.int64)),
+                "trade_id": np.empty(0, dtype=np.int64),
+                "price": np.empty(0, dtype=np.float64),
+                "qty": np.empty(0, dtype=np.float64),
+                "is_buyer_maker": np.empty(0, dtype=bool),
+            }
+        )
+    # ids and ms times are < 2**53, so the float64 round trip is exact.
+    arr = np.fromiter(
+        itertools.chain.from_iterable(rows), dtype=np.float64, count=len(rows) * 5
+    ).reshape(len(rows), 5)
+    return pd.DataFrame(
+        {
+            "ts": _utc_ms(arr[:, 0].astype(np.int64)),
+            "trade_id": arr[:, 1].astype(np.int64),
+            "price": arr[:, 2],
+            "qty": arr[:, 3],
+            "is_buyer_maker": arr[:, 4] != 0,
+        }
+    )
+
+
+def last_tick(db_path: os.PathLike | str, symbol: str) -> Tick | None:
+    """The stored tick with the highest trade id of `symbol`, None if there is none."""
+    sym = normalize_symbol(symbol)
+    rows = _query(
+        "last_tick",
+        db_path,
+        "SELECT trade_id, ts_ms, price, qty, is_buyer_maker FROM ticks "
+        "WHERE symbol = ? ORDER BY trade_id DESC LIMIT 1",
+        (sym,),
+    )
+    if not rows:
+        return None
+    tid, ts, price, qty, maker = rows[0]
+    return Tick(sym, int(tid), int(ts), float(price), float(qty), bool(maker))
+
+
+def list_symbols(db_path: os.PathLike | str) -> list[str]:
+    """Symbols with ticks, 1 s bars or coarser bars, sorted."""
+    found: set[str] = set()
+    for table, sql in _SYMBOL_SCANS.items():
+        found.update(r[0] for r in _query(f"list_symbols ({table})", db_path, sql))
+    return sorted(found)
+
+
+@dataclass(frozen=True, slots=True)
+class DataSpan:
+    """Time span of a symbol's stored market data.
+
+    Attributes
+    ----------
+    first_ms : start of the earliest 1 s bar (else coarser bar), ms since the epoch.
+    last_ms : start of the latest 1 s bar (else coarser bar), ms since the epoch.
+    """
+
+    first_ms: int
+    last_ms: int
+
+
+def data_span(db_path: os.PathLike | str, symbol: str) -> DataSpan | None:
+    """First and last bar start of `symbol` (1 s bars, else coarser), or None.
+
+    Two primary-key lookups per table: cheap enough for every refresh.
+    """
+    sym = normalize_symbol(symbol)
+    for table in ("bars_1s", "bars"):
+        rows = _query(
+            "data_span",
+            db_path,
+            f"SELECT (SELECT min(ts_ms) FROM {table} WHERE symbol = ?), "  # fixed name
+            f"(SELECT max(ts_ms) FROM {table} WHERE symbol = ?)",
+            (sym, sym),
+        )
+        if rows and rows[0][0] is not None:
+            return DataSpan(first_ms=int(rows[0][0]), last_ms=int(rows[0][1]))
+    return None
+
+
+def _file_bytes(db_path: os.PathLike | str) -> int:
+    """Size of the database file plus its WAL, 0 for files that do not exist."""
+    total = 0
+    for suffix in ("", "-wal"):
+        try:
+            total += os.stat(os.fspath(db_path) + suffix).st_size
+        except FileNotFoundError:
+            pass
+    return total
+
+
+def db_stats(db_path: os.PathLike | str) -> DbStats:
+    """File size, per-symbol row counts and time spans, and the number of gaps.
+
+    Counting costs one pass over each symbol's index entries; first/last times are
+    index lookups.
+    """
+    stats = []
+    for symbol in list_symbols(db_path):
+        n_ticks, t0, t1 = _query(
+            "db_stats",
+            db_path,
+            "SELECT count(*), min(ts_ms), max(ts_ms) FROM ticks WHERE symbol = ?",
+            (symbol,),
+        )[0] or (0, None, None)
+        n_1s, b0, b1 = _query(
+            "db_stats",
+            db_path,
+            "SELECT count(*), min(ts_ms), max(ts_ms) + 999 FROM bars_1s "
+            "WHERE symbol = ?",
+            (symbol,),
+        )[0] or (0, None, None)
+        n_bars, c0, c1 = _query(
+            "db_stats",
+            db_path,
+            "SELECT count(*), min(ts_ms), max(ts_ms + interval_s * 1000 - 1) FROM bars "
+            "WHERE symbol = ?",
+            (symbol,),
+        )[0] or (0, None, None)
+        firsts = [v for v in (t0, b0, c0) if v is not None]
+        lasts = [v for v in (t1, b1, c1) if v is not None]
+        stats.append(
+            SymbolStats(
+                symbol=symbol,
+                ticks=int(n_ticks),
+                bars_1s=int(n_1s),
+                first_ms=int(t0 if t0 is not None else min(firsts)) if firsts else None,
+                last_ms=int(t1 if t1 is not None else max(lasts)) if lasts else None,
+                bars=int(n_bars),
+            )
+        )
+    gap_rows = _query("db_stats", db_path, "SELECT count(*) FROM gaps")
+    return DbStats(
+        file_bytes=_file_bytes(db_path),
+        symbols=tuple(stats),
+        gaps=int(gap_rows[0][0]) if gap_rows else 0,
+    )
+
+
+def read_gaps(db_path: os.PathLike | str, symbol: str | None = None) -> pd.DataFrame:
+    """Gap rows (``symbol, from_id, to_id, missing, detected_ms``), sorted."""
+    sql = "SELECT symbol, from_id, to_id, detected_ms FROM gaps"
+    params: tuple = ()
+    if symbol is not None:
+        sql += " WHERE symbol = ?"
+        params = (normalize_symbol(symbol),)
+    rows = _query("read_gaps", db_path, sql + " ORDER BY symbol, from_id", params)
+    frame = pd.DataFrame(
+        {
+            "symbol": pd.Series([r[0] for r in rows], dtype=object),
+            "from_id": np.array([r[1] for r in rows], dtype=np.int64),
+            "to_id": np.array([r[2] for r in rows], dtype=np.int64),
+            "detected_ms": np.array([r[3] for r in rows], dtype=np.int64),
+        }
+    )
+    frame.insert(3, "missing", frame["to_id"] - frame["from_id"] + 1)
+    return frame
+
+
+def read_lease_state(db_path: os.PathLike | str) -> LeaseState:
+    """The current lease holder and heartbeat (``acquired`` is always False here)."""
+    rows = _query(
+        "read_lease",
+        db_path,
+        "SELECT pid, host, since_ms, heartbeat_ms FROM writer_lease WHERE id = 1",
+    )
+    if not rows:
+        return LeaseState(acquired=False, holder=None, heartbeat_ms=None)
+    pid, host, since, beat = rows[0]
+    return LeaseState(
+        acquired=False,
+        holder=LeaseOwner(pid=int(pid), host=host, since_ms=int(since)),
+        heartbeat_ms=int(beat),
+    )
+
+
+def read_lease(db_path: os.PathLike | str) -> LeaseOwner | None:
+    """The current writer-lease holder, None when the lease is free."""
+    return read_lease_state(db_path).holder
+
+
+def list_alert_rules(db_path: os.PathLike | str) -> list[AlertRuleRow]:
+    """All stored alert rules, by id."""
+    rows = _query(
+        "list_alert_rules",
+        db_path,
+        "SELECT id, text, params_json, cooldown_s, enabled, webhook_url, "
+        "webhook_format, created_ms FROM alert_rules ORDER BY id",
+    )
+    return [
+        AlertRuleRow(
+            id=int(r[0]),
+            text=r[1],
+            params_json=r[2],
+            cooldown_s=float(r[3]),
+            enabled=bool(r[4]),
+            webhook_url=r[5],
+            webhook_format=r[6],
+            created_ms=int(r[7]),
+        )
+        for r in rows
+    ]
+
+
+def list_alert_events(
+    db_path: os.PathLike | str,
+    *,
+    rule_id: int | None = None,
+    since_ms: int | None = None,
+    limit: int = 1000,
+) -> pd.DataFrame:
+    """Alert events, newest first.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``id, rule_id, rule_text`` (None once the rule is deleted),
+        ``fired_ms, fired`` (datetime64[ms, UTC]), ``value, snapshot_json,
+        notify_status, notify_detail``; at most `limit` rows with
+        ``fired_ms >= since_ms``.
+    """
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ValueError(f"limit must be an integer >= 0, got {limit!r}")
+    where = []
+    params: list = []
+    if rule_id is not None:
+        where.append("e.rule_id = ?")
+        params.append(int(rule_id))
+    if since_ms is not None:
+        where.append("e.fired_ms >= ?")
+        params.append(int(since_ms))
+    sql = (
+        "SELECT e.id, e.rule_id, r.text, e.fired_ms, e.value, e.snapshot_json, "
+        "e.notify_status, e.notify_detail FROM alert_events AS e "
+        "LEFT JOIN alert_rules AS r ON r.id = e.rule_id"
+        + (" WHERE " + " AND ".join(where) if where else "")
+        + " ORDER BY e.fired_ms DESC, e.id DESC LIMIT ?"
+    )
+    rows = _query("list_alert_events", db_path, sql, (*params, limit))
+    cols = list(zip(*rows, strict=True)) if rows else [()] * 8
+    fired = np.array(cols[3], dtype=np.int64)
+    return pd.DataFrame(
+        {
+            "id": np.array(cols[0], dtype=np.int64),
+            "rule_id": np.array(cols[1], dtype=np.int64),
+            "rule_text": pd.Series(cols[2], dtype=object),
+            "fired_ms": fired,
+            "fired": _utc_ms(fired),
+            "value": np.array(cols[4], dtype=np.float64),
+            "snapshot_json": pd.Series(cols[5], dtype=object),
+            "notify_status": pd.Series(cols[6], dtype=object),
+            "notify_detail": pd.Series(cols[7], dtype=object),
+        },
+        columns=list(EVENT_COLUMNS),
+    )
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+def _check_dataset_name(name: str, what: str = "name") -> str:
+    """Validate a dataset name against ``^[A-Za-z0-9_-]{1,64}$``."""
+    if not isinstance(name, str) or not DATASET_NAME_PATTERN.match(name):
+        raise ValueError(
+            f"{what}: a dataset name is 1-64 letters, digits, '_' or '-', got {name!r}"
+        )
+    return name
+
+
+def dataset_db_path(base_dir: os.PathLike | str, name: str) -> Path:
+    """Database file of a named dataset: ``BASE_DIR/datasets/NAME.db``.
+
+    Raises
+    ------
+    ValueError
+        When `name` does not match ``^[A-Za-z0-9_-]{1,64}$``.
+    """
+    return Path(base_dir) / DATASETS_DIRNAME / f"{_check_dataset_name(name)}.db"
+
+
+def list_datasets(base_dir: os.PathLike | str) -> list[str]:
+    """Names of the datasets under ``BASE_DIR/datasets``, sorted."""
+    folder = Path(base_dir) / DATASETS_DIRNAME
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p.stem
+        for p in folder.glob("*.db")
+        if p.is_file() and DATASET_NAME_PATTERN.match(p.stem)
+    )
+
+
+def _dataset_files(path: Path) -> list[Path]:
+    """The database file and its -wal/-shm companions."""
+    return [
+        path,
+        path.with_name(path.name + "-wal"),
+        path.with_name(path.name + "-shm"),
+    ]
+
+
+def delete_dataset(base_dir: os.PathLike | str, name: str) -> bool:
+    """Delete a dataset's database file(s); False when it did not exist.
+
+    Close any `Writer` on it first. Readers notice the file is gone.
+    """
+    path = dataset_db_path(base_dir, name)
+    existed = path.exists()
+    close_readers()
+    try:
+        for file in _dataset_files(path):
+            file.unlink(missing_ok=True)
+    except OSError as exc:
+        raise StorageError(f"delete_dataset failed: {exc}") from exc
+    return existed
+
+
+def rename_dataset(base_dir: os.PathLike | str, old: str, new: str) -> Path:
+    """Rename a dataset (close any `Writer` on it first); return the new path.
+
+    Raises
+    ------
+    ValueError
+        When a name is invalid, `old` does not exist or `new` already exists.
+    StorageError
+        When the files cannot be renamed.
+    """
+    src = dataset_db_path(base_dir, _check_dataset_name(old, "old"))
+    dst = dataset_db_path(base_dir, _check_dataset_name(new, "new"))
+    if not src.exists():
+        raise ValueError(f"old: no dataset named {old!r}")
+    if dst.exists():
+        raise ValueError(f"new: a dataset named {new!r} already exists")
+    close_readers()
+    try:
+        conn = sqlite3.connect(src, isolation_level=None)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        finally:
+            conn.close()
+        for a, b in zip(_dataset_files(src), _dataset_files(dst), strict=True):
+            if a.exists():
+                a.rename(b)
+    except (OSError, sqlite3.Error) as exc:
+        raise StorageError(f"rename_dataset failed: {exc}") from exc
+    return dst
