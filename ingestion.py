@@ -1,0 +1,1238 @@
+"""Binance USD-M Futures trades into SQLite: parser, stream client, service, CLI.
+
+- `parse_frame` turns one raw WebSocket frame into a `ParseResult` (a `Tick`, a
+  filtered non-market trade, an ignored message, or a malformed frame with its reason).
+- `TradeStream` holds one connection for all symbols on the combined-stream URL
+  ``BASE_URL + "/stream?streams=" + "/".join(f"{s.lower()}@trade")``, reconnects with
+  exponential backoff and jitter, reconnects on a silent socket (watchdog) and before
+  Binance's 24 h cut, deduplicates by trade id and records gaps.
+- `IngestionService` runs the stream and the batching writer in one daemon thread with
+  its own event loop (DESIGN.md decision 11: batched inserts from the loop
+  itself), takes the writer lease (decision 8) and exposes a thread-safe
+  `ServiceStatus`.
+
+CLI::
+
+    python ingestion.py stream --symbols btcusdt,ethusdt [--db data/market.db]
+        [--url wss://fstream.binance.com/public] [--duration S] [--record FILE.ndjson]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import random
+import re
+import signal
+import socket
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Literal
+from urllib.parse import urlsplit
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import (
+    ConnectionClosed,
+    InvalidHandshake,
+    InvalidStatus,
+    InvalidURI,
+)
+
+from models import Gap, Tick, normalize_symbol, parse_symbols
+
+log = logging.getLogger("ingestion")
+
+DEFAULT_BASE_URL = "wss://fstream.binance.com/public"
+DEFAULT_DB = Path("data/market.db")
+MAX_FRAME_BYTES = 4 * 1024 * 1024
+LAG_SAMPLES = 10_000
+RATE_WINDOW_S = 10.0
+_SYMBOL_RE = re.compile(r"^[A-Za-z0-9]{2,20}$")
+_SYMBOLS: dict[str, str] = {}  # wire symbol -> validated upper-case symbol (cache)
+# The C scanner behind json.loads, called directly on the hot path (json.loads adds
+# about a microsecond of Python wrappers per frame); errors still go via json.loads.
+_SCAN = json.JSONDecoder().scan_once
+_HTTP_HINTS = {
+    451: "region blocked?",
+    403: "forbidden: region or IP blocked?",
+    404: "wrong URL path?",
+    429: "rate limited",
+    418: "IP banned after rate limits",
+}
+
+Kind = Literal["trade", "filtered", "ignored", "malformed"]
+State = Literal["connecting", "live", "reconnecting", "stopped", "error", "read-only"]
+
+
+# -------------------------------------------------------------------------- parsing
+
+
+@dataclass(frozen=True, slots=True)
+class ParseResult:
+    """What one raw frame turned out to be.
+
+    Attributes
+    ----------
+    kind : ``"trade"`` (a MARKET trade, ``tick`` set), ``"filtered"`` (a trade that is
+        not market data, e.g. ``INSURANCE_FUND``; ``symbol`` and ``trade_id`` set so
+        that it still advances the last seen id), ``"ignored"`` (acks, other events)
+        or ``"malformed"`` (``reason`` says why).
+    tick : the trade, for ``kind == "trade"``.
+    reason : why a frame was filtered, ignored or rejected; empty for trades.
+    event_ms : event time ``E`` in ms since the epoch (lag metrics only), or None.
+    symbol : upper-case symbol of a trade or filtered trade, else None.
+    trade_id : trade id ``t`` of a trade or filtered trade, else None.
+    """
+
+    kind: Kind
+    tick: Tick | None = None
+    reason: str = ""
+    event_ms: int | None = None
+    symbol: str | None = None
+    trade_id: int | None = None
+
+
+_Parsed = tuple  # (kind, tick, reason, event_ms, symbol, trade_id)
+
+
+def _malformed(reason: str) -> _Parsed:
+    return ("malformed", None, reason, None, None, None)
+
+
+def _ignored(reason: str) -> _Parsed:
+    return ("ignored", None, reason, None, None, None)
+
+
+def _positive_number(value: object, name: str) -> float | str:
+    """Return ``value`` as a finite float > 0, or a rejection reason string."""
+    kind = type(value)
+    if kind is str or kind is float or kind is int:
+        try:
+            number = float(value)  # type: ignore[arg-type]
+        except ValueError:
+            return f"field {name!r} is not numeric: {value!r}"
+        if 0.0 < number < math.inf:
+            return number
+        return f"field {name!r} must be a finite number > 0, got {value!r}"
+    return f"field {name!r} must be a decimal string, got {kind.__name__}"
+
+
+def parse_frame(raw: str | bytes, recv_ms: int) -> ParseResult:
+    """Parse one Binance USD-M WebSocket frame (combined envelope or raw payload).
+
+    A real ``@trade`` frame (2024-08-08, BTCUSDT)::
+
+        {"stream":"btcusdt@trade","data":{"e":"trade","E":1723161256323,
+         "T":1723161256322,"s":"BTCUSDT","t":5266583935,"p":"61800.30","q":"0.006",
+         "X":"MARKET","m":false}}
+
+    Keys: ``e`` event type, ``E`` event time (ms), ``T`` trade time (ms), ``s`` symbol,
+    ``t`` trade id, ``p`` price and ``q`` quantity (decimal strings), ``X`` trade type
+    (``MARKET``, ``INSURANCE_FUND``, ``ADL``, ``NA``), ``m`` buyer is maker. Unknown
+    keys (``st`` since 2026) are ignored.
+
+    Parameters
+    ----------
+    raw : the frame text (or UTF-8 bytes) exactly as received.
+    recv_ms : local receive time, ms since the epoch; kept for the caller's lag metric
+        ``recv_ms - E`` (the tick carries trade time ``T``).
+
+    Returns
+    -------
+    ParseResult
+        ``trade`` with a `Tick` for MARKET trades; ``filtered`` for other trade types
+        (with symbol and trade id, so gap detection still sees the id); ``ignored`` for
+        subscription acks ``{"result":null,"id":1}``, request errors and other events
+        (``bookTicker``, ``depthUpdate``, ``markPriceUpdate``...); ``malformed`` with
+        the reason for bad JSON, invalid UTF-8, a missing field, a wrong type (a bool
+        where an int is due), or a non-numeric or non-positive price or quantity.
+        Never raises for any input.
+    """
+    del recv_ms  # the caller computes the lag from event_ms; kept for the contract
+    return ParseResult(*_parse(raw))
+
+
+def _decode_json(raw: str | bytes) -> object:
+    """``json.loads`` with a fast path: the C scanner, no Python wrappers.
+
+    Errors (and anything unusual, like leading whitespace) go through
+    ``json.loads`` so that the message is the standard one.
+    """
+    if type(raw) is str:
+        try:
+            obj, end = _SCAN(raw, 0)
+        except (StopIteration, ValueError):
+            return json.loads(raw)  # raises the standard error
+        if end == len(raw):
+            return obj
+    return json.loads(raw)
+
+
+def _parse(raw: str | bytes) -> _Parsed:
+    """`parse_frame` as a plain tuple (the receive loop's hot path)."""
+    try:
+        obj = _decode_json(raw)
+    except UnicodeDecodeError:
+        return _malformed("invalid UTF-8")
+    except ValueError as exc:
+        return _malformed(f"bad JSON: {exc}")
+    except TypeError:
+        return _malformed(f"frame is {type(raw).__name__}, not text")
+    if type(obj) is not dict:
+        return _malformed(f"frame is a JSON {type(obj).__name__}, not an object")
+    data = obj.get("data")
+    stream = obj.get("stream")
+    if stream is not None and data is not None:
+        if type(data) is not dict:
+            return _malformed("field 'data' is not a JSON object")
+    else:
+        data = obj
+    event = data.get("e")
+    if event != "trade":
+        if event is not None:
+            return _ignored(f"event {event}")
+        if "id" in data and ("result" in data or "error" in data):
+            return _ignored(f"response to request {data['id']}")
+        if type(stream) is str and stream.endswith("@trade"):
+            return _malformed("missing field 'e'")
+        return _ignored("unknown message")
+    try:
+        sym = data["s"]
+        tid = data["t"]
+        trade_ms = data["T"]
+        event_ms = data["E"]
+        p = data["p"]
+        q = data["q"]
+        trade_type = data["X"]
+        maker = data["m"]
+    except KeyError as exc:
+        return _malformed(f"missing field {exc.args[0]!r}")
+    symbol = _SYMBOLS.get(sym) if type(sym) is str else None
+    if (
+        symbol is None
+        or type(tid) is not int
+        or type(trade_ms) is not int
+        or type(event_ms) is not int
+        or type(trade_type) is not str
+        or type(maker) is not bool
+        or type(p) is not str
+        or type(q) is not str
+        or tid < 0
+        or trade_ms <= 0
+        or event_ms <= 0
+    ):
+        return _parse_slow(data)
+    try:
+        price = float(p)
+        qty = float(q)
+    except ValueError:
+        return _parse_slow(data)
+    if not (0.0 < price < math.inf and 0.0 < qty < math.inf):
+        return _parse_slow(data)
+    if trade_type != "MARKET":
+        reason = f"non-market trade X={trade_type}"
+        return ("filtered", None, reason, event_ms, symbol, tid)
+    return (
+        "trade",
+        Tick(symbol, tid, trade_ms, price, qty, maker),
+        "",
+        event_ms,
+        symbol,
+        tid,
+    )
+
+
+def _parse_slow(data: dict) -> _Parsed:
+    """Trade payload checked field by field: the exact rejection reason, or the trade.
+
+    Reached for the first trade of each symbol and for anything unusual (numbers
+    sent as JSON numbers, bad values); the fast path covers Binance's usual frames.
+    """
+    sym, tid, trade_ms = data["s"], data["t"], data["T"]
+    event_ms, trade_type, maker = data["E"], data["X"], data["m"]
+    if type(sym) is not str or not _SYMBOL_RE.match(sym):
+        return _malformed(f"field 's' must be a symbol, got {sym!r}")
+    symbol = sym.upper()
+    if len(_SYMBOLS) < 10_000:
+        _SYMBOLS[sym] = symbol
+    if type(tid) is not int or tid < 0:
+        return _malformed(f"field 't' must be an integer >= 0, got {tid!r}")
+    if type(trade_ms) is not int or trade_ms <= 0:
+        return _malformed(f"field 'T' must be an integer > 0, got {trade_ms!r}")
+    if type(event_ms) is not int or event_ms <= 0:
+        return _malformed(f"field 'E' must be an integer > 0, got {event_ms!r}")
+    if type(trade_type) is not str:
+        return _malformed(f"field 'X' must be a string, got {trade_type!r}")
+    if type(maker) is not bool:
+        return _malformed(f"field 'm' must be true or false, got {maker!r}")
+    price = _positive_number(data["p"], "p")
+    if type(price) is str:
+        return _malformed(price)
+    qty = _positive_number(data["q"], "q")
+    if type(qty) is str:
+        return _malformed(qty)
+    if trade_type != "MARKET":
+        reason = f"non-market trade X={trade_type}"
+        return ("filtered", None, reason, event_ms, symbol, tid)
+    tick = Tick(symbol, tid, trade_ms, price, qty, maker)  # type: ignore[arg-type]
+    return ("trade", tick, "", event_ms, symbol, tid)
+
+
+def stream_url(base_url: str, symbols: Sequence[str]) -> str:
+    """Combined-stream URL: ``base_url + "/stream?streams=" + "/".join(s@trade)``.
+
+    Plain concatenation, never ``urljoin`` (which would drop a route like ``/public``).
+
+    Raises
+    ------
+    ValueError
+        When a symbol is invalid or the list is empty.
+    """
+    if not symbols:
+        raise ValueError("symbols: give at least one symbol, like BTCUSDT")
+    names = [normalize_symbol(s).lower() for s in symbols]
+    return (
+        base_url.rstrip("/")
+        + "/stream?streams="
+        + "/".join(f"{s}@trade" for s in names)
+    )
+
+
+# ---------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class IngestionConfig:
+    """Everything the ingestion service needs; validated on construction.
+
+    Attributes
+    ----------
+    symbols : symbols to stream, validated and upper-cased (``^[A-Za-z0-9]{2,20}$``).
+    db_path : SQLite database file the writer appends to.
+    base_url : WebSocket base URL including the route, e.g.
+        ``wss://fstream.binance.com/public``; the stream path is appended to it.
+    flush_interval_s : flush pending ticks at least this often, seconds.
+    flush_max_ticks : flush as soon as this many ticks are pending.
+    watchdog_s : no frame at all for this long closes the socket and reconnects.
+    no_trade_warn_s : connected without a single trade this long -> route warning.
+    symbol_silent_s : one symbol without trades this long while others trade ->
+        "no trades for XYZ: check the symbol".
+    planned_reconnect_s : reconnect on purpose after this long (Binance cuts at 24 h).
+    backoff_initial_s, backoff_factor, backoff_max_s : reconnect delays grow from the
+        initial delay by the factor up to the cap; each delay is jittered to
+        ``uniform(d / 2, d)``.
+    healthy_after_s : a connection that lived this long resets the backoff.
+    open_timeout_s : WebSocket opening handshake timeout.
+    max_queue_ticks : bound of unwritten ticks; when reached, reading pauses.
+    lease_retry_s : a read-only service retries taking the writer lease this often.
+    heartbeat_s : the writer refreshes its lease this often.
+    lease_stale_after_ms : a lease from another host without heartbeat this long
+        may be taken over.
+    busy_timeout_ms : SQLite busy timeout of the writer connection (short on purpose).
+    record_path : append every raw frame received to this NDJSON file, or None.
+    ping_interval_s : client keepalive pings (None disables).
+    """
+
+    symbols: tuple[str, ...]
+    db_path: Path
+    base_url: str = DEFAULT_BASE_URL
+    flush_interval_s: float = 0.25
+    flush_max_ticks: int = 5000
+    watchdog_s: float = 60.0
+    no_trade_warn_s: float = 30.0
+    symbol_silent_s: float = 600.0
+    planned_reconnect_s: float = 23.5 * 3600
+    backoff_initial_s: float = 1.0
+    backoff_factor: float = 2.0
+    backoff_max_s: float = 60.0
+    healthy_after_s: float = 60.0
+    open_timeout_s: float = 10.0
+    max_queue_ticks: int = 1_000_000
+    lease_retry_s: float = 3.0
+    heartbeat_s: float = 5.0
+    lease_stale_after_ms: int = 15_000
+    busy_timeout_ms: int = 50
+    record_path: Path | None = None
+    ping_interval_s: float | None = 20.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.symbols, str):
+            syms = parse_symbols(self.symbols)
+        else:
+            if not self.symbols:
+                raise ValueError("symbols: give at least one symbol, like BTCUSDT")
+            syms = list(dict.fromkeys(normalize_symbol(s) for s in self.symbols))
+        object.__setattr__(self, "symbols", tuple(syms))
+        object.__setattr__(self, "db_path", Path(self.db_path))
+        if self.record_path is not None:
+            object.__setattr__(self, "record_path", Path(self.record_path))
+        url = str(self.base_url).rstrip("/")
+        if not url.startswith(("ws://", "wss://")):
+            raise ValueError(
+                f"base_url: must start with ws:// or wss://, got {self.base_url!r}"
+            )
+        object.__setattr__(self, "base_url", url)
+        for name in (
+            "flush_interval_s",
+            "watchdog_s",
+            "no_trade_warn_s",
+            "symbol_silent_s",
+            "planned_reconnect_s",
+            "backoff_initial_s",
+            "backoff_max_s",
+            "healthy_after_s",
+            "open_timeout_s",
+            "lease_retry_s",
+            "heartbeat_s",
+        ):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and 0 < value < math.inf):
+                raise ValueError(f"{name}: must be a number > 0, got {value!r}")
+        if not self.backoff_factor >= 1:
+            raise ValueError(
+                f"backoff_factor: must be >= 1, got {self.backoff_factor!r}"
+            )
+        for name in ("flush_max_ticks", "max_queue_ticks"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
+        if self.max_queue_ticks < self.flush_max_ticks:
+            raise ValueError(
+                "max_queue_ticks: must be >= flush_max_ticks "
+                f"({self.flush_max_ticks}), got {self.max_queue_ticks}"
+            )
+
+    @property
+    def url(self) -> str:
+        """The combined-stream URL the client connects to."""
+        return stream_url(self.base_url, self.symbols)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceStatus:
+    """Snapshot of the ingestion service, safe to read from any thread.
+
+    Attributes
+    ----------
+    state : ``connecting`` | ``live`` | ``reconnecting`` | ``stopped`` | ``error`` |
+        ``read-only``.
+    last_error : plain-language text of the last problem ("" when none).
+    role : ``writer`` (holds the lease) or ``read-only`` (another process ingests).
+    lease_holder : who ingests when read-only ("read-only: ingestion by pid N on HOST
+        since ISO"), else "".
+    url : the stream URL in use.
+    symbols : subscribed symbols.
+    ticks_per_s : market trades received per second over the last 10 s.
+    total_ticks : market trades accepted (after dedupe) since start.
+    duplicates : trades dropped because their id was not above the last seen id.
+    malformed : frames rejected as malformed.
+    gaps : gap rows recorded (holes in trade ids).
+    reconnects : connections re-opened after the first.
+    last_trade_ms : trade time ``T`` of the newest trade, ms since the epoch, or None.
+    lag_p50_ms, lag_p99_ms : receive time minus event time ``E`` over the last 10 000
+        trades, ms (None before the first trade).
+    queue_depth : ticks received but not yet written.
+    warnings : current warnings (silent route, silent symbol, write errors).
+    filtered : non-market trades skipped (insurance fund, ADL...).
+    stored_ticks : ticks committed to the database by this service.
+    """
+
+    state: State
+    last_error: str
+    role: Literal["writer", "read-only"]
+    lease_holder: str
+    url: str
+    symbols: tuple[str, ...]
+    ticks_per_s: float
+    total_ticks: int
+    duplicates: int
+    malformed: int
+    gaps: int
+    reconnects: int
+    last_trade_ms: int | None
+    lag_p50_ms: float | None
+    lag_p99_ms: float | None
+    queue_depth: int
+    warnings: tuple[str, ...]
+    filtered: int = 0
+    stored_ticks: int = 0
+
+
+@dataclass(slots=True)
+class _Counters:
+    """Mutable counters owned by the loop thread (plain attribute reads elsewhere)."""
+
+    state: State = "connecting"
+    last_error: str = ""
+    role: Literal["writer", "read-only"] = "writer"
+    lease_holder: str = ""
+    frames: int = 0
+    ticks: int = 0
+    duplicates: int = 0
+    malformed: int = 0
+    filtered: int = 0
+    gaps: int = 0
+    reconnects: int = 0
+    stored: int = 0
+    last_trade_ms: int | None = None
+    lag_p50_ms: float | None = None
+    lag_p99_ms: float | None = None
+    ticks_per_s: float = 0.0
+    warnings: tuple[str, ...] = ()
+    write_error: str = ""
+    lags: deque[int] = field(default_factory=lambda: deque(maxlen=LAG_SAMPLES))
+
+
+# ------------------------------------------------------------------------- backoff
+
+
+class Backoff:
+    """Exponential backoff with jitter: ``uniform(d/2, d)``, ``d = min(cap, i*f^n)``."""
+
+    def __init__(
+        self, initial_s: float, factor: float, max_s: float, rng: random.Random
+    ) -> None:
+        self.initial_s, self.factor, self.max_s = initial_s, factor, max_s
+        self._rng = rng
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        """Return the next delay in seconds and advance."""
+        d = min(self.max_s, self.initial_s * self.factor ** min(self.attempt, 64))
+        self.attempt += 1
+        return self._rng.uniform(d / 2.0, d)
+
+    def reset(self) -> None:
+        """Start again from the initial delay (after a healthy connection)."""
+        self.attempt = 0
+
+
+def describe_error(exc: BaseException, url: str) -> str:
+    """Plain-language text for a connection failure."""
+    parts = urlsplit(url)
+    host = parts.hostname or url
+    if isinstance(exc, InvalidStatus):
+        code = exc.response.status_code
+        hint = _HTTP_HINTS.get(code)
+        return f"HTTP {code} from the exchange" + (f" ({hint})" if hint else "")
+    if isinstance(exc, socket.gaierror):
+        return f"DNS lookup failed for {host}: {exc.strerror or exc}"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"connection refused by {host}:{parts.port or 443}"
+    if isinstance(exc, TimeoutError):
+        return f"timed out opening {url}"
+    if isinstance(exc, ConnectionClosed):
+        rcvd = exc.rcvd
+        if rcvd is not None:
+            return f"connection closed by the server (code {rcvd.code} {rcvd.reason})"
+        return "connection lost (no close frame)"
+    if isinstance(exc, InvalidURI):
+        return f"invalid URL {url}: {exc}"
+    if isinstance(exc, InvalidHandshake):
+        return f"WebSocket handshake failed: {exc}"
+    if isinstance(exc, OSError):
+        return f"network error: {exc.strerror or exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+# ------------------------------------------------------------------------ batching
+
+
+class _Batcher:
+    """Pending ticks and gaps, written by the loop thread in batched transactions."""
+
+    def __init__(self, writer: object, config: IngestionConfig, c: _Counters) -> None:
+        self.writer = writer
+        self.config = config
+        self.c = c
+        self.ticks: list[Tick] = []
+        self.gaps: list[Gap] = []
+        # filtered trades as (pending ticks before it, symbol, id): their ids are
+        # persisted with the chunk that covers them, so a restart resumes after them
+        self.filtered: list[tuple[int, str, int]] = []
+        self.room = asyncio.Event()
+        self.room.set()
+        self._retry_at = 0.0
+        self.locked = 0
+
+    def flush_once(self) -> bool:
+        """Write one chunk (up to flush_max_ticks and all gaps); True when written."""
+        from storage import DatabaseLockedError, StorageError
+
+        chunk = self.ticks[: self.config.flush_max_ticks]
+        gaps = list(self.gaps)
+        n = len(chunk)
+        seen = {sym: tid for pos, sym, tid in self.filtered if pos <= n}
+        if not chunk and not gaps and not seen:
+            return True
+        try:
+            result = self.writer.write_batch(  # type: ignore[attr-defined]
+                chunk, gaps, last_seen=seen or None
+            )
+        except DatabaseLockedError as exc:
+            self.locked += 1
+            log.debug("batch of %d ticks kept, database locked: %s", len(chunk), exc)
+            self._retry_at = time.monotonic() + self.config.flush_interval_s
+            return False
+        except StorageError as exc:
+            self.c.write_error = f"writing to {self.config.db_path} failed: {exc}"
+            log.error("%s (%d ticks kept)", self.c.write_error, len(self.ticks))
+            self._retry_at = time.monotonic() + self.config.flush_interval_s
+            return False
+        del self.ticks[:n]
+        del self.gaps[: len(gaps)]
+        if self.filtered:
+            self.filtered = [(p - n, s, t) for p, s, t in self.filtered if p > n]
+        self.c.stored += result.inserted
+        self.c.write_error = ""
+        if len(self.ticks) < self.config.max_queue_ticks:
+            self.room.set()
+        return True
+
+    async def flush_all(self) -> bool:
+        """Write everything pending in chunks, yielding between chunks."""
+        while self.ticks or self.gaps or self.filtered:
+            if not self.flush_once():
+                return False
+            await asyncio.sleep(0)
+        return True
+
+    async def on_full(self) -> None:
+        """Called by the receive loop when flush_max_ticks are pending."""
+        if time.monotonic() >= self._retry_at:
+            self.flush_once()
+        while len(self.ticks) >= self.config.max_queue_ticks:
+            self.room.clear()
+            log.warning("queue full (%d ticks): pausing reads", len(self.ticks))
+            await self.room.wait()
+
+    async def run(self) -> None:
+        """Flush every flush_interval_s."""
+        while True:
+            await asyncio.sleep(self.config.flush_interval_s)
+            await self.flush_all()
+
+
+# ---------------------------------------------------------------------- the client
+
+
+class TradeStream:
+    """One combined-stream connection for all symbols, kept alive.
+
+    Parses each frame (`parse_frame`), drops trades whose id is not above the last
+    seen id of their symbol (counted as duplicates), records a `Gap` when ids jump
+    (before the non-market filter, so a filtered trade advances the last id and
+    creates no gap), and appends market ticks to the batcher. Reconnects with
+    `Backoff`; closes a socket that is silent for ``watchdog_s``; reconnects on
+    purpose after ``planned_reconnect_s``.
+    """
+
+    def __init__(
+        self,
+        config: IngestionConfig,
+        batcher: _Batcher,
+        last_ids: dict[str, int],
+        counters: _Counters,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.url = config.url
+        self.batcher = batcher
+        self.last_ids = last_ids
+        self.c = counters
+        self.backoff = Backoff(
+            config.backoff_initial_s,
+            config.backoff_factor,
+            config.backoff_max_s,
+            rng or random.Random(),
+        )
+        self._record: IO[str] | None = None
+        self._conn_warnings: tuple[str, ...] = ()
+        self._opened = 0
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """Warnings about the current connection (silent route or symbol)."""
+        return self._conn_warnings
+
+    async def run(self) -> None:
+        """Connect, receive and reconnect until cancelled."""
+        cfg = self.config
+        if cfg.record_path is not None:
+            cfg.record_path.parent.mkdir(parents=True, exist_ok=True)
+            self._record = open(cfg.record_path, "a", encoding="utf-8")  # noqa: SIM115
+        try:
+            while True:
+                delay = await self._connect_once()
+                if delay > 0:
+                    log.info("reconnecting in %.3f s (%s)", delay, self.c.last_error)
+                    await asyncio.sleep(delay)
+        finally:
+            if self._record is not None:
+                self._record.close()
+                self._record = None
+
+    async def _connect_once(self) -> float:
+        """One connection attempt and its life; returns the delay before the next."""
+        cfg = self.config
+        try:
+            ws = await connect(
+                self.url,
+                compression=None,
+                max_size=MAX_FRAME_BYTES,
+                open_timeout=cfg.open_timeout_s,
+                ping_interval=cfg.ping_interval_s,
+                ping_timeout=cfg.ping_interval_s,
+                close_timeout=0.5,
+                max_queue=64,
+            )
+        except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
+            self.c.state = "error"
+            self.c.last_error = describe_error(exc, self.url)
+            log.warning("cannot connect to %s: %s", self.url, self.c.last_error)
+            return self.backoff.next_delay()
+        self.c.state = "live"
+        if self._opened:
+            self.c.reconnects += 1
+        self._opened += 1
+        opened = time.monotonic()
+        log.info("connected to %s", self.url)
+        try:
+            reason = await self._live(ws, opened)
+        finally:
+            self._conn_warnings = ()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(), 1.0)
+        lived = time.monotonic() - opened
+        self.c.last_error = reason
+        self.c.state = "reconnecting"
+        if reason.startswith("planned reconnect"):
+            return 0.0
+        if lived >= cfg.healthy_after_s:
+            self.backoff.reset()
+        return self.backoff.next_delay()
+
+    async def _live(self, ws: ClientConnection, opened: float) -> str:
+        """Run the receive loop with watchdog checks; return why it ended."""
+        cfg = self.config
+        recv_task = asyncio.create_task(self._receive(ws))
+        check_s = max(0.002, min(1.0, cfg.watchdog_s / 4, cfg.no_trade_warn_s / 4))
+        deadline = opened + cfg.planned_reconnect_s
+        frames_seen, frames_changed = self.c.frames, opened
+        ticks_at_open = self.c.ticks + self.c.filtered
+        sym_seen = {s: self.last_ids.get(s) for s in cfg.symbols}
+        sym_changed = dict.fromkeys(cfg.symbols, opened)
+        reason = ""
+        try:
+            while True:
+                done, _ = await asyncio.wait({recv_task}, timeout=check_s)
+                now = time.monotonic()
+                if done:
+                    exc = recv_task.exception()
+                    if exc is not None and not isinstance(exc, ConnectionClosed):
+                        log.error("receive loop failed", exc_info=exc)
+                    return describe_error(exc, self.url) if exc else "stream ended"
+                if self.c.frames != frames_seen or not self.batcher.room.is_set():
+                    frames_seen, frames_changed = self.c.frames, now
+                elif now - frames_changed >= cfg.watchdog_s:
+                    reason = f"no data for {cfg.watchdog_s:g} s, reconnecting"
+                    log.warning(reason)
+                    return reason
+                if now >= deadline:
+                    reason = "planned reconnect before Binance's 24 h limit"
+                    log.info(reason)
+                    return reason
+                self._conn_warnings = self._check_silence(
+                    now, opened, ticks_at_open, sym_seen, sym_changed
+                )
+        finally:
+            recv_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await recv_task
+
+    def _check_silence(
+        self,
+        now: float,
+        opened: float,
+        ticks_at_open: int,
+        sym_seen: dict[str, int | None],
+        sym_changed: dict[str, float],
+    ) -> tuple[str, ...]:
+        """Warnings for a silent route (no trade at all) or a silent symbol."""
+        cfg = self.config
+        warns: list[str] = []
+        if self.c.ticks + self.c.filtered == ticks_at_open:
+            if now - opened >= cfg.no_trade_warn_s:
+                route = urlsplit(cfg.base_url).path or "/"
+                warns.append(
+                    f"connected to {self.url} but no trades arrived in "
+                    f"{cfg.no_trade_warn_s:g} s: check the route ({route})"
+                )
+            return tuple(warns)
+        for sym in cfg.symbols:
+            last = self.last_ids.get(sym)
+            if last != sym_seen[sym]:
+                sym_seen[sym], sym_changed[sym] = last, now
+        newest = max(sym_changed.values())
+        for sym in cfg.symbols:
+            silent = now - sym_changed[sym]
+            if silent >= cfg.symbol_silent_s and now - newest < cfg.symbol_silent_s:
+                warns.append(f"no trades for {sym}: check the symbol")
+        return tuple(warns)
+
+    async def _receive(self, ws: ClientConnection) -> None:
+        """Hot path: receive, parse, dedupe, detect gaps, queue ticks."""
+        parse = _parse
+        last_ids = self.last_ids
+        ticks = self.batcher.ticks
+        gaps = self.batcher.gaps
+        flush_max = self.config.flush_max_ticks
+        c = self.c
+        lags = c.lags
+        record = self._record
+        clock = time.time
+        recv = ws.recv
+        while True:
+            raw = await recv()
+            c.frames += 1
+            recv_ms = int(clock() * 1000)
+            if record is not None:
+                text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
+                record.write(text.replace("\n", " ") + "\n")
+            kind, tick, reason, event_ms, sym, tid = parse(raw)
+            if kind == "trade" or kind == "filtered":
+                last = last_ids.get(sym)  # type: ignore[arg-type]
+                if last is not None:
+                    if tid <= last:  # type: ignore[operator]
+                        c.duplicates += 1
+                        continue
+                    if tid > last + 1:  # type: ignore[operator]
+                        gaps.append(Gap(sym, last + 1, tid - 1, recv_ms))  # type: ignore[arg-type, operator]
+                        c.gaps += 1
+                        log.warning(
+                            "gap in %s trade ids: %d..%d", sym, last + 1, tid - 1
+                        )  # type: ignore[operator]
+                last_ids[sym] = tid  # type: ignore[index]
+                lags.append(recv_ms - event_ms)
+                if kind == "trade":
+                    ticks.append(tick)
+                    c.ticks += 1
+                    c.last_trade_ms = tick.ts_ms
+                    if len(ticks) >= flush_max:
+                        await self.batcher.on_full()
+                else:
+                    c.filtered += 1
+                    self.batcher.filtered.append((len(ticks), sym, tid))
+            elif kind == "malformed":
+                c.malformed += 1
+                log.warning("malformed frame skipped (%s): %.300r", reason, raw)
+
+
+# ------------------------------------------------------------------------- service
+
+
+ServiceTask = Callable[["IngestionService"], Awaitable[None]]
+
+
+def _log_task_failure(task: asyncio.Task) -> None:
+    """Log a service task that ended with an exception (other than cancellation)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("service task %s failed", task.get_name(), exc_info=task.exception())
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="seconds")
+
+
+class IngestionService:
+    """TradeStream plus the batching writer in one daemon thread with its own loop.
+
+    Parameters
+    ----------
+    config : what to stream and where to write.
+    tasks : coroutine functions ``f(service)`` started inside the service loop while
+        this process holds the writer lease (e.g. the alert monitor); cancelled on
+        stop or when the lease is lost.
+    """
+
+    def __init__(
+        self, config: IngestionConfig, *, tasks: Sequence[ServiceTask] = ()
+    ) -> None:
+        self._config = config
+        self._tasks = tuple(tasks)
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_event: asyncio.Event | None = None
+        self._c = _Counters(state="stopped")
+        self._batcher: _Batcher | None = None
+        self._stream: TradeStream | None = None
+        self._rate_samples: deque[tuple[float, int]] = deque(maxlen=64)
+        self._lock = threading.Lock()
+
+    @property
+    def config(self) -> IngestionConfig:
+        """The configuration in use."""
+        return self._config
+
+    @property
+    def running(self) -> bool:
+        """True while the service thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        """Start the service thread (no-op when already running)."""
+        with self._lock:
+            if self.running:
+                return
+            self._c = _Counters(state="connecting")
+            self._rate_samples.clear()
+            ready = threading.Event()
+            self._thread = threading.Thread(
+                target=self._thread_main,
+                args=(ready,),
+                name=f"ingestion-{self._config.db_path.name}",
+                daemon=True,
+            )
+            self._thread.start()
+            ready.wait(5.0)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop streaming, flush everything pending, release the lease, join."""
+        with self._lock:
+            thread, loop, ev = self._thread, self._loop, self._stop_event
+            if thread is None:
+                return
+            if loop is not None and ev is not None and not loop.is_closed():
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(ev.set)
+            if thread is threading.current_thread():
+                return  # called from a service task: the loop stops by itself
+            thread.join(timeout)
+            if thread.is_alive():
+                log.error("ingestion thread did not stop within %.1f s", timeout)
+            self._thread = None
+
+    def restart(self, symbols: Sequence[str]) -> None:
+        """Stop, then start again with a new symbol list (the old thread is joined).
+
+        Raises
+        ------
+        ValueError
+            When a symbol is invalid (the service keeps running unchanged).
+        """
+        names = parse_symbols(symbols) if isinstance(symbols, str) else symbols
+        new_config = dataclasses.replace(self._config, symbols=tuple(names))
+        self.stop()
+        self._config = new_config
+        self.start()
+
+    def status(self) -> ServiceStatus:
+        """A consistent-enough snapshot of counters; safe from any thread."""
+        c = self._c
+        batcher = self._batcher
+        stream = self._stream
+        warns = list(stream.warnings if stream is not None else ())
+        if c.write_error:
+            warns.append(c.write_error)
+        return ServiceStatus(
+            state=c.state,
+            last_error=c.last_error,
+            role=c.role,
+            lease_holder=c.lease_holder,
+            url=self._config.url,
+            symbols=self._config.symbols,
+            ticks_per_s=c.ticks_per_s,
+            total_ticks=c.ticks,
+            duplicates=c.duplicates,
+            malformed=c.malformed,
+            gaps=c.gaps,
+            reconnects=c.reconnects,
+            last_trade_ms=c.last_trade_ms,
+            lag_p50_ms=c.lag_p50_ms,
+            lag_p99_ms=c.lag_p99_ms,
+            queue_depth=len(batcher.ticks) if batcher is not None else 0,
+            warnings=tuple(warns),
+            filtered=c.filtered,
+            stored_ticks=c.stored,
+        )
+
+    # --------------------------------------------------------------- loop thread
+
+    def _thread_main(self, ready: threading.Event) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        self._stop_event = asyncio.Event()
+        ready.set()
+        try:
+            loop.run_until_complete(self._main())
+        except Exception as exc:  # last resort: report, never crash silently
+            log.exception("ingestion service crashed")
+            self._c.state = "error"
+            self._c.last_error = f"service crashed: {type(exc).__name__}: {exc}"
+            return
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+        self._c.state = "stopped"
+
+    async def _wait_stop(self, timeout: float) -> bool:
+        """Wait up to timeout for a stop request; True when stop was requested."""
+        assert self._stop_event is not None  # noqa: S101 - set before _main runs
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop_event.wait(), timeout)
+        return self._stop_event.is_set()
+
+    async def _main(self) -> None:
+        from storage import StorageError, Writer, new_lease_owner
+
+        cfg = self._config
+        c = self._c
+        writer = None
+        try:
+            while writer is None:
+                try:
+                    writer = Writer(cfg.db_path, busy_timeout_ms=cfg.busy_timeout_ms)
+                except StorageError as exc:
+                    c.state, c.last_error = "error", f"cannot open database: {exc}"
+                    log.error(c.last_error)
+                    if await self._wait_stop(cfg.lease_retry_s):
+                        return
+            owner = new_lease_owner()
+            while not self._stop_event.is_set():  # type: ignore[union-attr]
+                if await self._acquire(writer, owner):
+                    await self._ingest(writer, owner)
+        finally:
+            if writer is not None:
+                with contextlib.suppress(Exception):
+                    writer.close()
+
+    async def _acquire(self, writer: object, owner: object) -> bool:
+        """Take the lease, or wait read-only; True once held, False on stop."""
+        from storage import StorageError
+
+        cfg = self._config
+        c = self._c
+        while True:
+            try:
+                state = writer.acquire_lease(  # type: ignore[attr-defined]
+                    owner, stale_after_ms=cfg.lease_stale_after_ms
+                )
+            except StorageError as exc:
+                log.warning("lease acquisition failed: %s", exc)
+                state = None
+            if state is not None and state.acquired:
+                c.role, c.lease_holder = "writer", ""
+                c.state = "connecting"
+                log.info("writer lease taken for %s", cfg.db_path)
+                return True
+            if state is not None and state.holder is not None:
+                h = state.holder
+                c.role, c.state = "read-only", "read-only"
+                c.lease_holder = (
+                    f"read-only: ingestion by pid {h.pid} on {h.host} "
+                    f"since {_iso(h.since_ms)}"
+                )
+            if await self._wait_stop(cfg.lease_retry_s):
+                return False
+
+    async def _ingest(self, writer: object, owner: object) -> None:
+        """Stream and write while holding the lease; flush and release at the end."""
+        cfg = self._config
+        c = self._c
+        last_ids: dict[str, int] = dict(writer.last_trade_ids())  # type: ignore[attr-defined]
+        batcher = _Batcher(writer, cfg, c)
+        stream = TradeStream(cfg, batcher, last_ids, c)
+        self._batcher, self._stream = batcher, stream
+        workers = [
+            asyncio.create_task(stream.run(), name="stream"),
+            asyncio.create_task(batcher.run(), name="flusher"),
+            asyncio.create_task(self._housekeeping(), name="housekeeping"),
+        ]
+        for fn in self._tasks:
+            task = asyncio.create_task(fn(self), name=getattr(fn, "__name__", "task"))
+            task.add_done_callback(_log_task_failure)
+            workers.append(task)
+        heartbeat = asyncio.create_task(
+            self._heartbeat(writer, owner), name="heartbeat"
+        )
+        stop_wait = asyncio.create_task(self._stop_event.wait())  # type: ignore[union-attr]
+        try:
+            await asyncio.wait(
+                {heartbeat, stop_wait, workers[0]}, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for task in (*workers, heartbeat, stop_wait):
+                task.cancel()
+            await asyncio.gather(*workers, heartbeat, stop_wait, return_exceptions=True)
+            await self._final_flush(batcher)
+            with contextlib.suppress(Exception):
+                writer.release_lease(owner)  # type: ignore[attr-defined]
+            self._sample_rate()
+            if not self._stop_event.is_set():  # type: ignore[union-attr]
+                c.state = "read-only"
+                c.role = "read-only"
+
+    async def _final_flush(self, batcher: _Batcher) -> None:
+        """Flush on stop, retrying a locked database for up to about two seconds."""
+        for _ in range(40):
+            if await batcher.flush_all():
+                return
+            await asyncio.sleep(0.05)
+        log.error("stop: %d ticks could not be written", len(batcher.ticks))
+
+    async def _heartbeat(self, writer: object, owner: object) -> None:
+        """Refresh the lease; return when it was lost."""
+        from storage import StorageError
+
+        while True:
+            await asyncio.sleep(self._config.heartbeat_s)
+            try:
+                held = writer.heartbeat(owner)  # type: ignore[attr-defined]
+            except StorageError as exc:
+                log.warning("lease heartbeat failed: %s", exc)
+                continue
+            if not held:
+                self._c.last_error = "writer lease lost to another process"
+                log.error(self._c.last_error)
+                return
+
+    def _sample_rate(self) -> None:
+        now = time.monotonic()
+        c = self._c
+        samples = self._rate_samples
+        samples.append((now, c.ticks))
+        while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW_S:
+            samples.popleft()
+        t0, n0 = samples[0]
+        c.ticks_per_s = (c.ticks - n0) / (now - t0) if now > t0 else 0.0
+
+    async def _housekeeping(self) -> None:
+        """Twice a second: tick rate over 10 s and lag percentiles."""
+        c = self._c
+        while True:
+            self._sample_rate()
+            if c.lags:
+                ordered = sorted(c.lags)
+                n = len(ordered)
+                c.lag_p50_ms = float(ordered[(n - 1) // 2])
+                c.lag_p99_ms = float(ordered[min(n - 1, math.ceil(0.99 * n) - 1)])
+            await asyncio.sleep(0.5)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def format_status(s: ServiceStatus) -> str:
+    """One status line for the CLI."""
+    last = _iso(s.last_trade_ms) if s.last_trade_ms else "-"
+    lag = (
+        f"{s.lag_p50_ms:.0f}/{s.lag_p99_ms:.0f} ms"
+        if s.lag_p50_ms is not None and s.lag_p99_ms is not None
+        else "-"
+    )
+    line = (
+        f"{s.state} [{s.role}] ticks={s.total_ticks} ({s.ticks_per_s:.1f}/s) "
+        f"stored={s.stored_ticks} dup={s.duplicates} malformed={s.malformed} "
+        f"gaps={s.gaps} reconnects={s.reconnects} queue={s.queue_depth} "
+        f"lag p50/p99={lag} last={last}"
+    )
+    extra = [t for t in (s.lease_holder, s.last_error, *s.warnings) if t]
+    return line + ("" if not extra else " | " + " | ".join(extra))
+
+
+def _cmd_stream(args: argparse.Namespace) -> int:
+    try:
+        symbols = parse_symbols(args.symbols)
+        config = IngestionConfig(
+            symbols=tuple(symbols),
+            db_path=args.db,
+            base_url=args.url,
+            record_path=args.record,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.duration is not None and not args.duration > 0:
+        print(
+            f"error: --duration must be > 0 seconds, got {args.duration}",
+            file=sys.stderr,
+        )
+        return 2
+    done = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping", signum)
+        done.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    service = IngestionService(config)
+    print(
+        f"streaming {','.join(config.symbols)} from {config.url} into {config.db_path}",
+        flush=True,
+    )
+    service.start()
+    end = None if args.duration is None else time.monotonic() + args.duration
+    while not done.is_set():
+        wait = args.status_every
+        if end is not None:
+            wait = min(wait, end - time.monotonic())
+            if wait <= 0:
+                break
+        if done.wait(wait):
+            break
+        print(format_status(service.status()), flush=True)
+    service.stop(timeout=10.0)
+    final = service.status()
+    print("stopped: " + format_status(final), flush=True)
+    return 0
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+    """The CLI parser and its subparsers object (other modules add subcommands)."""
+    parser = argparse.ArgumentParser(
+        prog="ingestion.py", description="Binance USD-M Futures trades into SQLite."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("stream", help="stream live trades into the database")
+    p.add_argument("--symbols", required=True, help="e.g. btcusdt,ethusdt")
+    p.add_argument("--db", type=Path, default=DEFAULT_DB, help="SQLite file")
+    p.add_argument("--url", default=DEFAULT_BASE_URL, help="WebSocket base URL + route")
+    p.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+    p.add_argument("--record", type=Path, default=None, help="append raw frames here")
+    p.add_argument("--status-every", type=float, default=5.0, help="seconds")
+    p.set_defaults(func=_cmd_stream)
+    # import/export live in datafiles.py (pandas-heavy); imported here, not at module top,
+    # so the streaming path does not pay for it.
+    import datafiles
+
+    datafiles.add_cli_commands(sub)
+    return parser, sub
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit code."""
+    parser, _sub = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
