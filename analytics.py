@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+import unitroot
 from models import normalize_symbol
 from resampling import align_pair, bars_per_year, parse_interval
 
@@ -902,7 +903,7 @@ def adf_test(
     -----
     Test regression dy_t = a + g y_{t-1} + sum_i c_i dy_{t-i} + e_t; statistic =
     g / se(g); MacKinnon p-value and critical values. Reference: statsmodels 0.15
-    ``adfuller`` (this function calls it).
+    ``adfuller``, reproduced by ``unitroot.adf`` with one QR for the lag search.
     """
     _check_adf_args(regression, autolag, maxlag)
     s = _as_float_array(series, "series")
@@ -919,32 +920,21 @@ def adf_test(
 def _adfuller(
     s: np.ndarray, regression: str, autolag: str | None, maxlag: int | None
 ) -> AdfResult:
-    """statsmodels adfuller converted to AdfResult (the one place it is called)."""
-    from statsmodels.tsa.stattools import adfuller
-
+    """unitroot.adf (statsmodels' adfuller, one QR for the lag search) as AdfResult."""
     try:
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.simplefilter("ignore")
-            res = adfuller(
-                s,
-                maxlag=maxlag,
-                regression=regression,
-                autolag=autolag,
-                result_object=True,
-            )
-    except (ValueError, np.linalg.LinAlgError) as exc:
-        return _adf_bad(int(s.size), f"insufficient data: {exc}", regression, autolag)
-    stat, pvalue = float(res.statistic), float(res.pvalue)
+        res = unitroot.adf(s, regression=regression, autolag=autolag, maxlag=maxlag)
+    except unitroot.InsufficientDataError as exc:
+        return _adf_bad(int(s.size), str(exc), regression, autolag)
+    stat, pvalue = float(res.stat), float(res.pvalue)
     if not (math.isfinite(stat) and math.isfinite(pvalue)):
         msg = f"insufficient data: degenerate test regression over {s.size} points"
         return _adf_bad(int(s.size), msg, regression, autolag)
-    crit = {k: float(v) for k, v in res.critical_values.items()}
     return AdfResult(
         statistic=stat,
         pvalue=pvalue,
-        lags=int(res.lags),
+        lags=int(res.usedlag),
         nobs=int(res.nobs),
-        critical_values=crit,
+        critical_values={k: float(v) for k, v in res.critvalues.items()},
         stationary_5pct=pvalue < 0.05,
         regression=regression,
         autolag=autolag,
@@ -1002,7 +992,7 @@ def engle_granger(
     -----
     Step 1: OLS y = alpha + beta x + u. Step 2: ADF on u without deterministic terms;
     statistic and MacKinnon p-value / critical values for N=2, trend "c". This is
-    statsmodels 0.15's ``coint`` spelled out so that the chosen lag is reported.
+    statsmodels 0.15's ``coint``, reproduced by ``unitroot.coint`` (chosen lag reported).
     """
     _check_adf_args("n", autolag, maxlag)
     ya, xa = _finite_pairs(*_pair_arrays(y, x))
@@ -1021,73 +1011,45 @@ def engle_granger(
 def _coint(
     y: np.ndarray, x: np.ndarray, autolag: str | None, maxlag: int | None
 ) -> EngleGrangerResult:
-    """statsmodels coint (as its 0.15 source) converted to EngleGrangerResult."""
-    import statsmodels.api as sm
-    from statsmodels.tsa.adfvalues import mackinnoncrit, mackinnonp
-    from statsmodels.tsa.stattools import adfuller
-
+    """unitroot.coint (statsmodels' coint, one QR for the lag search) as a result."""
     nan = float("nan")
     nobs = y.size
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore")
-        res_co = sm.OLS(y, np.column_stack([x, np.ones(nobs)])).fit()
-        beta, alpha = float(res_co.params[0]), float(res_co.params[1])
-        if not res_co.rsquared < 1 - 100 * math.sqrt(np.finfo(float).eps):
-            return EngleGrangerResult(
-                nan,
-                nan,
-                0,
-                nobs,
-                beta=beta,
-                alpha=alpha,
-                ok=False,
-                message="insufficient data: y and x are (almost) perfectly collinear",
-            )
-        try:
-            res_adf = adfuller(
-                res_co.resid,
-                maxlag=maxlag,
-                autolag=autolag,
-                regression="n",
-                result_object=True,
-            )
-        except (ValueError, np.linalg.LinAlgError) as exc:
-            return EngleGrangerResult(
-                nan,
-                nan,
-                0,
-                nobs,
-                beta=beta,
-                alpha=alpha,
-                ok=False,
-                message=f"insufficient data: {exc}",
-            )
-        stat = float(res_adf.statistic)
-        pvalue = float(mackinnonp(stat, regression="c", N=2))
-        crit = mackinnoncrit(N=2, regression="c", nobs=nobs - 1)
+    try:
+        res = unitroot.coint(y, x, trend="c", autolag=autolag, maxlag=maxlag)
+    except unitroot.InsufficientDataError as exc:
+        return EngleGrangerResult(nan, nan, 0, nobs, ok=False, message=str(exc))
+    if res.collinear:
+        return EngleGrangerResult(
+            nan,
+            nan,
+            0,
+            nobs,
+            beta=float(res.beta),
+            alpha=nan if res.alpha is None else float(res.alpha),
+            ok=False,
+            message="insufficient data: y and x are (almost) perfectly collinear",
+        )
+    stat, pvalue = float(res.stat), float(res.pvalue)
     if not (math.isfinite(stat) and math.isfinite(pvalue)):
         return EngleGrangerResult(
             nan,
             nan,
             0,
             nobs,
-            beta=beta,
-            alpha=alpha,
+            beta=float(res.beta),
+            alpha=nan if res.alpha is None else float(res.alpha),
             ok=False,
             message="insufficient data: degenerate residual regression",
         )
+    crit = {k: float(v) for k, v in res.critvalues.items()}
     return EngleGrangerResult(
         statistic=stat,
         pvalue=pvalue,
-        lags=int(res_adf.lags),
+        lags=int(res.usedlag),
         nobs=nobs,
-        critical_values={
-            "1%": float(crit[0]),
-            "5%": float(crit[1]),
-            "10%": float(crit[2]),
-        },
-        beta=beta,
-        alpha=alpha,
+        critical_values=crit,
+        beta=float(res.beta),
+        alpha=nan if res.alpha is None else float(res.alpha),
         cointegrated_5pct=pvalue < 0.05,
     )
 
