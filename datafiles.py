@@ -49,7 +49,7 @@ import pandas as pd
 
 import resampling
 import storage
-from models import BAR_COLUMNS, Tick, normalize_symbol
+from models import BAR_COLUMNS, normalize_symbol
 
 # ---------------------------------------------------------------------------- constants
 
@@ -153,6 +153,8 @@ USDM_OPEN_MS = 1_546_300_800_000  # 2019-01-01T00:00:00Z; USD-M futures opened i
 FUTURE_TOLERANCE_MS = 5 * 60_000  # clock skew allowed before a timestamp is "future"
 HEAD_BYTES = 64 * 1024
 DEFAULT_CHUNK_ROWS = 200_000
+# rows per write transaction of an import (measured: see bench/bench_import.py)
+IMPORT_TX_ROWS = 50_000
 EXPORT_SLICE_MS = 6 * 3_600_000  # bars are read and written six hours at a time
 EXPORT_TICK_SLICE_MS = 60_000 * 10
 EPOCH = pd.Timestamp(0, tz="UTC")
@@ -1539,20 +1541,30 @@ def _remove_db(path: Path) -> None:
 
 
 def _write_ticks(writer: storage.Writer, frame: pd.DataFrame) -> tuple[int, int]:
-    """Store one chunk of ticks (any symbols); return (inserted, duplicates)."""
-    ticks = list(
-        map(
-            Tick,
-            frame["symbol"].tolist(),
-            frame["trade_id"].tolist(),
-            frame["ts_ms"].tolist(),
-            frame["price"].tolist(),
-            frame["qty"].tolist(),
-            frame["is_buyer_maker"].tolist(),
-        )
-    )
-    result = writer.write_batch(ticks)
-    return result.inserted, result.duplicates
+    """Store one chunk of ticks (any symbols); return (inserted, duplicates).
+
+    Each symbol's rows go through `storage.Writer.write_tick_columns` (numpy
+    dedupe and 1 s bars) in transactions of at most `IMPORT_TX_ROWS` rows; a
+    transaction that is too large spills SQLite's page cache and gets slower.
+    """
+    symbols = frame["symbol"].to_numpy()
+    columns = [
+        frame[c].to_numpy()
+        for c in ("trade_id", "ts_ms", "price", "qty", "is_buyer_maker")
+    ]
+    # the chunk is sorted by (symbol, trade_id): each symbol is one run of rows
+    change = np.flatnonzero(symbols[1:] != symbols[:-1]) + 1
+    bounds = [0, *change.tolist(), len(symbols)]
+    inserted = duplicates = 0
+    for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+        for lo in range(start, stop, IMPORT_TX_ROWS):
+            hi = min(lo + IMPORT_TX_ROWS, stop)
+            result = writer.write_tick_columns(
+                str(symbols[start]), *(col[lo:hi] for col in columns)
+            )
+            inserted += result.inserted
+            duplicates += result.duplicates
+    return inserted, duplicates
 
 
 def _write_bar_chunk(

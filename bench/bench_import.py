@@ -1,50 +1,85 @@
 """Benchmark: importing a Binance trades CSV into a dataset (ticks + 1 s bars).
 
-Each case runs in a fresh subprocess so that its peak RSS is its own:
+Each case runs in a fresh subprocess, so that its peak RSS is its own, and the
+cases of one size run interleaved, so that load from other processes hits them
+alike (figures are medians over the runs, ratios taken in the same run):
 
-- ``datafiles.import_file``: chunked read, validation, ``Writer.write_batch``;
-- baseline: ``pandas.read_csv`` of the whole file into memory, then ``to_sql`` of
-  the ticks (no bars, no validation): what "just load it" costs in memory.
+- ``import.trades_csv``: `datafiles.import_file` (chunked read, validation,
+  `storage.Writer.write_tick_columns`), wall-clock rows/s;
+- ``import.trades_csv.cpu``: the same runs in rows per CPU second of the process
+  (user + system), which a busy machine disturbs far less;
+- ``import.trades_csv.row_path``: the same import through the former row path
+  (a `Tick` per row, then `Writer.write_batch`), for a before/after in one run;
+- baseline ``import.baseline_read_csv_to_sql``: ``pandas.read_csv`` of the whole
+  file into memory, then ``DataFrame.to_sql`` of the rows (no bars, no
+  validation, no primary key): what "just load it" costs;
+- ``...peak_rss`` figures (MB) at two file sizes: the import's stays flat, the
+  baseline's grows with the file.
 
-``run(quick)`` returns one dict per case (rows, seconds, rows_per_s, peak_rss_mb);
-``python bench/bench_import.py [--quick]`` prints a table.
+``run(quick)`` returns one dict per figure: key, what, unit, median, min, max,
+runs, baseline_key, ratio (median / baseline median, None without baseline).
+``python bench/bench_import.py [--quick]`` prints the table.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
 _CASE = r"""
-import json, resource, sys, time
+import json, os, resource, sys, time
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 sys.path.insert(0, {repo!r})
 kind, src, base = sys.argv[1], sys.argv[2], sys.argv[3]
-t0 = time.perf_counter()
-if kind == "import_file":
-    import datafiles
+import sqlite3
+import pandas as pd
+import datafiles
+from models import Tick
+
+def row_path(writer, frame):
+    ticks = list(map(Tick, frame["symbol"].tolist(), frame["trade_id"].tolist(),
+                     frame["ts_ms"].tolist(), frame["price"].tolist(),
+                     frame["qty"].tolist(), frame["is_buyer_maker"].tolist()))
+    result = writer.write_batch(ticks)
+    return result.inserted, result.duplicates
+
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+t0, c0 = time.perf_counter(), cpu()
+if kind in ("import_file", "row_path"):
+    if kind == "row_path":
+        datafiles._write_ticks = row_path
     report = datafiles.import_file(src, dataset="bench", base_dir=base)
     rows = report.ticks_inserted
 else:
-    import sqlite3
-    import pandas as pd
     frame = pd.read_csv(src)
     conn = sqlite3.connect(base + "/baseline.db")
     frame.to_sql("ticks", conn, index=False, chunksize=100_000)
     conn.commit()
     conn.close()
     rows = len(frame)
-seconds = time.perf_counter() - t0
+seconds, cpu_s = time.perf_counter() - t0, cpu() - c0
 peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({{"rows": rows, "seconds": seconds, "peak_rss_mb": peak_kb / 1024}}))
+print(json.dumps({{"rows": rows, "seconds": seconds, "cpu_s": cpu_s,
+                   "peak_rss_mb": peak_kb / 1024}}))
 """
+
+KINDS = ("import_file", "row_path", "baseline")
 
 
 def make_trades_csv(path: Path, rows: int) -> Path:
@@ -73,48 +108,151 @@ def make_trades_csv(path: Path, rows: int) -> Path:
 
 
 def _run_case(kind: str, src: Path, base: Path) -> dict:
-    code = _CASE.format(repo=str(REPO))
+    """One import in a fresh interpreter; its rows, times and peak RSS."""
+    base.mkdir(parents=True)
     out = subprocess.run(
-        [sys.executable, "-c", code, kind, str(src), str(base)],
+        [sys.executable, "-c", _CASE.format(repo=str(REPO)), kind, str(src), str(base)],
         check=True,
         capture_output=True,
         text=True,
     )
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    result["case"] = kind
-    result["rows_per_s"] = result["rows"] / result["seconds"]
-    return result
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _figure(
+    key: str, what: str, unit: str, values: list[float], baseline: dict | None = None
+) -> dict:
+    """One result dict; ratio = median / baseline median."""
+    median = float(np.median(values))
+    return {
+        "key": key,
+        "what": what,
+        "unit": unit,
+        "median": median,
+        "min": float(min(values)),
+        "max": float(max(values)),
+        "runs": len(values),
+        "baseline_key": None if baseline is None else baseline["key"],
+        "ratio": None if baseline is None else median / baseline["median"],
+    }
 
 
 def run(quick: bool = False) -> list[dict]:
-    """Import speed and peak RSS of import_file vs the load-everything baseline."""
-    sizes = [200_000] if quick else [500_000, 2_000_000]
-    results = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for rows in sizes:
-            src = make_trades_csv(Path(tmp) / f"BTCUSDT-trades-{rows}.csv", rows)
-            for kind in ("import_file", "baseline_read_csv_to_sql"):
-                base = Path(tmp) / f"{kind}-{rows}"
-                base.mkdir()
-                result = _run_case(kind, src, base)
-                result["file_mb"] = src.stat().st_size / 2**20
-                results.append(result)
-    return results
+    """Import speed and peak RSS of import_file against the load-everything baseline.
 
+    Speed at the smaller size (median of `runs`), peak RSS at both sizes.
+    """
+    small, large, runs = (200_000, 600_000, 3) if quick else (1_000_000, 4_000_000, 3)
+    out: dict[tuple[str, int], list[dict]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench_import-") as tmp:
+        root = Path(tmp)
+        for rows, n_runs, kinds in (
+            (small, runs, KINDS),
+            (large, 1, ("import_file", "baseline")),
+        ):
+            src = make_trades_csv(root / f"BTCUSDT-trades-{rows}.csv", rows)
+            for i in range(n_runs):
+                for kind in kinds:
+                    res = _run_case(kind, src, root / f"{kind}-{rows}-{i}")
+                    out.setdefault((kind, rows), []).append(res)
+            src.unlink()
 
-def main() -> None:
-    """Print the benchmark table."""
-    quick = "--quick" in sys.argv
-    print(
-        f"{'case':<26}{'rows':>10}{'file MB':>9}{'s':>8}{'rows/s':>10}"
-        f"{'peak RSS MB':>13}"
+    def rate(kind: str, field: str = "seconds") -> list[float]:
+        return [r["rows"] / r[field] for r in out[(kind, small)]]
+
+    def rss(kind: str, rows: int) -> list[float]:
+        return [r["peak_rss_mb"] for r in out[(kind, rows)]]
+
+    base = _figure(
+        "import.baseline_read_csv_to_sql",
+        f"pandas.read_csv whole file + DataFrame.to_sql, {small} rows",
+        "rows/s",
+        rate("baseline"),
     )
-    for r in run(quick):
+    base_cpu = _figure(
+        "import.baseline_read_csv_to_sql.cpu",
+        "the same baseline runs, rows per CPU second (user + system)",
+        "rows/s",
+        rate("baseline", "cpu_s"),
+    )
+    base_rss_small = _figure(
+        f"import.baseline.peak_rss.{small}",
+        f"peak RSS of the baseline, {small}-row file",
+        "MB",
+        rss("baseline", small),
+    )
+    base_rss_large = _figure(
+        f"import.baseline.peak_rss.{large}",
+        f"peak RSS of the baseline, {large}-row file",
+        "MB",
+        rss("baseline", large),
+    )
+    return [
+        base,
+        base_cpu,
+        _figure(
+            "import.trades_csv",
+            f"datafiles.import_file of a {small}-row Binance trades CSV "
+            "(ticks + 1 s bars), wall clock",
+            "rows/s",
+            rate("import_file"),
+            base,
+        ),
+        _figure(
+            "import.trades_csv.cpu",
+            "the same imports, rows per CPU second (user + system)",
+            "rows/s",
+            rate("import_file", "cpu_s"),
+            base_cpu,
+        ),
+        _figure(
+            "import.trades_csv.row_path",
+            "the same import through Tick objects + Writer.write_batch (former path)",
+            "rows/s",
+            rate("row_path"),
+            base,
+        ),
+        _figure(
+            "import.trades_csv.row_path.cpu",
+            "the former path, rows per CPU second",
+            "rows/s",
+            rate("row_path", "cpu_s"),
+            base_cpu,
+        ),
+        base_rss_small,
+        _figure(
+            f"import.trades_csv.peak_rss.{small}",
+            f"peak RSS of import_file, {small}-row file",
+            "MB",
+            rss("import_file", small),
+            base_rss_small,
+        ),
+        base_rss_large,
+        _figure(
+            f"import.trades_csv.peak_rss.{large}",
+            f"peak RSS of import_file, {large}-row file (flat in file size)",
+            "MB",
+            rss("import_file", large),
+            base_rss_large,
+        ),
+    ]
+
+
+def print_table(results: list[dict]) -> None:
+    """Print results as an aligned table."""
+    print(
+        f"{'key':<38}{'unit':>7}{'median':>11}{'min':>11}{'max':>11}"
+        f"{'runs':>5}{'ratio':>7}  vs"
+    )
+    for r in results:
+        ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}"
         print(
-            f"{r['case']:<26}{r['rows']:>10}{r['file_mb']:>9.1f}{r['seconds']:>8.2f}"
-            f"{r['rows_per_s']:>10.0f}{r['peak_rss_mb']:>13.0f}"
+            f"{r['key']:<38}{r['unit']:>7}{r['median']:>11,.0f}{r['min']:>11,.0f}"
+            f"{r['max']:>11,.0f}{r['runs']:>5}{ratio:>7}  {r['baseline_key'] or ''}"
         )
+    for r in results:
+        print(f"  {r['key']}: {r['what']}")
 
 
 if __name__ == "__main__":
-    main()
+    print_table(run(quick="--quick" in sys.argv))

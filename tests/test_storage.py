@@ -1125,3 +1125,186 @@ def test_old_version_1_file_is_upgraded(db_path: Path, monkeypatch) -> None:
     con = sqlite3.connect(db_path)
     assert con.execute("PRAGMA user_version").fetchone()[0] == storage.SCHEMA_VERSION
     con.close()
+
+
+# ------------------------------------------------------------ columnar write path
+
+
+def columns_of(ticks: list[Tick]) -> dict[str, np.ndarray]:
+    """The tick fields as numpy columns (the shape `write_tick_columns` takes)."""
+    return {
+        "trade_id": np.array([t.trade_id for t in ticks], dtype=np.int64),
+        "ts_ms": np.array([t.ts_ms for t in ticks], dtype=np.int64),
+        "price": np.array([t.price for t in ticks], dtype=np.float64),
+        "qty": np.array([t.qty for t in ticks], dtype=np.float64),
+        "is_buyer_maker": np.array([t.is_buyer_maker for t in ticks], dtype=bool),
+    }
+
+
+def write_as_columns(w: Writer, batch: list[Tick]) -> BatchResult:
+    """Write one batch through write_tick_columns, one call per symbol; sum results."""
+    inserted = duplicates = 0
+    for symbol in sorted({t.symbol for t in batch}):
+        res = w.write_tick_columns(
+            symbol, **columns_of([t for t in batch if t.symbol == symbol])
+        )
+        inserted += res.inserted
+        duplicates += res.duplicates
+    return BatchResult(inserted=inserted, duplicates=duplicates, gaps=0)
+
+
+def assert_same_store(a: Path, b: Path, symbols: tuple[str, ...]) -> None:
+    """Two databases hold identical ticks and bars (sums to 1e-12 relative)."""
+    for symbol in symbols:
+        pd.testing.assert_frame_equal(
+            storage.read_ticks(a, symbol, None, None),
+            storage.read_ticks(b, symbol, None, None),
+        )
+        got = storage.read_bars_1s(b, symbol, None, None)
+        want = storage.read_bars_1s(a, symbol, None, None)
+        for col in ("ts", "open", "high", "low", "close", "trades"):
+            pd.testing.assert_series_equal(got[col], want[col])
+        for col in ("volume", "quote_volume", "vwap"):
+            np.testing.assert_allclose(got[col], want[col], rtol=1e-12)
+
+
+def test_tick_columns_equal_write_batch_on_real_trades(
+    real_ticks: list[Tick], real_db: Path, tmp_path: Path
+) -> None:
+    """The recording written as columns stores what write_batch stores."""
+    path = tmp_path / "columns.db"
+    with Writer(path) as w:
+        for i in range(0, len(real_ticks), 5000):
+            res = write_as_columns(w, real_ticks[i : i + 5000])
+            assert res.duplicates == 0
+    assert_same_store(real_db, path, ("BTCUSDT", "ETHUSDT"))
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        source = ticks_frame([t for t in real_ticks if t.symbol == symbol])
+        assert_bars_equal(
+            storage.read_bars_1s(path, symbol, None, None), pandas_bars(source)
+        )
+
+
+def test_tick_columns_shuffled_batches_with_repeats_match_write_batch(
+    real_ticks: list[Tick], tmp_path: Path
+) -> None:
+    """Shuffled, repeating batches give write_batch's counts, ticks and bars."""
+    rng = random.Random(5)
+    stream = list(real_ticks) + rng.sample(real_ticks, 3000)
+    rng.shuffle(stream)
+    batches = batches_of(stream, rng, 3000)
+    a, b = tmp_path / "rows.db", tmp_path / "cols.db"
+    with Writer(a) as wa, Writer(b) as wb:
+        for batch in batches:
+            assert write_as_columns(wb, batch) == wa.write_batch(batch)
+    assert_same_store(a, b, ("BTCUSDT", "ETHUSDT"))
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        source = ticks_frame([t for t in real_ticks if t.symbol == symbol])
+        assert_bars_equal(
+            storage.read_bars_1s(b, symbol, None, None), pandas_bars(source)
+        )
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(data=tick_batches())
+def test_property_tick_columns_match_write_batch(tmp_path: Path, data) -> None:
+    """Any batching with repeats gives the same results through both write paths."""
+    _, batches = data
+    tag = f"{random.getrandbits(64):x}"
+    a, b = tmp_path / f"rows-{tag}.db", tmp_path / f"cols-{tag}.db"
+    with Writer(a) as wa, Writer(b) as wb:
+        for batch in batches:
+            assert write_as_columns(wb, batch) == wa.write_batch(batch)
+    assert_same_store(a, b, ("AAAUSDT", "BBBUSDT"))
+    storage.close_readers()
+    for path in (a, b):
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(path) + suffix).unlink(missing_ok=True)
+
+
+def test_tick_columns_keep_first_occurrence_and_skip_stored(
+    writer: Writer, db_path: Path
+) -> None:
+    """A repeated id keeps its first row; stored ids are dropped and counted."""
+    res = writer.write_tick_columns(
+        "btcusdt",
+        np.array([3, 1, 3, 2], dtype=np.int32),
+        [T0 + 30, T0 + 10, T0 + 31, T0 + 20],
+        [10.0, 11.0, 99.0, 12.0],
+        np.array([1.0, 2.0, 3.0, 4.0], dtype=np.float32),
+        [1, 0, 0, 1],
+    )
+    assert res == BatchResult(inserted=3, duplicates=1, gaps=0)
+    ticks = storage.read_ticks(db_path, "BTCUSDT", None, None)
+    assert ticks["trade_id"].tolist() == [1, 2, 3]
+    assert ticks["price"].tolist() == [11.0, 12.0, 10.0]
+    assert ticks["is_buyer_maker"].tolist() == [False, True, True]
+    bar = storage.read_bars_1s(db_path, "BTCUSDT", None, None).iloc[0]
+    # hand-computed: ids 1, 2, 3 -> open 11, close 10, volume 2 + 4 + 1
+    assert (bar.open, bar.high, bar.low, bar.close) == (11.0, 12.0, 10.0, 10.0)
+    assert (bar.volume, bar.trades) == (7.0, 3)
+    again = writer.write_tick_columns(
+        "BTCUSDT", [2, 4], [T0 + 20, T0 + 40], [1.0, 13.0], [1.0, 1.0], [False, False]
+    )
+    assert again == BatchResult(inserted=1, duplicates=1, gaps=0)
+    bar = storage.read_bars_1s(db_path, "BTCUSDT", None, None).iloc[0]
+    assert (bar.close, bar.high, bar.trades) == (13.0, 13.0, 4)
+    con = sqlite3.connect(db_path)
+    types = con.execute(
+        "SELECT DISTINCT typeof(trade_id), typeof(ts_ms), typeof(price), typeof(qty), "
+        "typeof(is_buyer_maker) FROM ticks"
+    ).fetchall()
+    con.close()
+    assert types == [("integer", "integer", "real", "real", "integer")]
+
+
+def test_tick_columns_sparse_ids_gaps_and_last_seen(
+    writer: Writer, db_path: Path
+) -> None:
+    """Wide-range ids are probed, gap rows stored once, last_seen kept."""
+    ids = np.arange(1, 3001)
+    writer.write_tick_columns(
+        "BTCUSDT", ids, T0 + ids, np.ones(3000), np.ones(3000), np.zeros(3000)
+    )
+    wide = np.array([5, 2000, 10**9, 10**9 + 7])
+    gap = Gap("BTCUSDT", 3001, 10**9 - 1, T0)
+    res = writer.write_tick_columns(
+        "BTCUSDT",
+        wide,
+        T0 + wide % 10**6,
+        np.ones(4),
+        np.ones(4),
+        np.zeros(4),
+        [gap],
+        last_seen={"BTCUSDT": 10**9 + 9},
+    )
+    assert res == BatchResult(inserted=2, duplicates=2, gaps=1)
+    empty = np.empty(0)
+    assert writer.write_tick_columns(
+        "BTCUSDT", empty, empty, empty, empty, empty, [gap]
+    ) == BatchResult(0, 0, 0)
+    assert writer.write_tick_columns(
+        "ETHUSDT", empty, empty, empty, empty, empty
+    ) == BatchResult(0, 0, 0)
+    assert writer.last_trade_ids() == {"BTCUSDT": 10**9 + 9}
+    assert storage.read_gaps(db_path)["missing"].tolist() == [10**9 - 3001]
+
+
+def test_tick_columns_validation(writer: Writer) -> None:
+    """Bad symbols, shapes, lengths and non-integer ids are refused by name."""
+    one = np.ones(1)
+    with pytest.raises(ValueError, match=r"columns must have the same length.*qty=2"):
+        writer.write_tick_columns("BTCUSDT", [1], [T0], one, [1.0, 2.0], [True])
+    with pytest.raises(ValueError, match=r"^trade_id must hold integers, got 1\.5"):
+        writer.write_tick_columns("BTCUSDT", [1.5], [T0], one, one, [True])
+    with pytest.raises(ValueError, match=r"^ts_ms must be one-dimensional"):
+        writer.write_tick_columns("BTCUSDT", [1], [[T0]], one, one, [True])
+    with pytest.raises(ValueError, match=r"^price must hold numbers"):
+        writer.write_tick_columns("BTCUSDT", [1], [T0], ["x"], one, [True])
+    with pytest.raises(ValueError, match="symbol"):
+        writer.write_tick_columns("BTC/USDT", [1], [T0], one, one, [True])
+    assert writer.last_trade_ids() == {}
