@@ -1443,20 +1443,45 @@ class RestSync:
     # ------------------------------------------------------------ gaps
 
     async def _mark_old_gaps(self, started_wall: int) -> None:
-        """Gaps recorded before this run: left alone (their fill is not recorded in
-        the database yet, and a second bar-level fill would double-count)."""
+        """Gaps whose fill the database already records are done; the others, even
+        when recorded before this run (e.g. the hole a crash left), are filled."""
         frame = await asyncio.to_thread(storage.read_gaps, self.db_path)
-        for sym, f, t, det in zip(
+        for sym, f, t, det, by, at, detail in zip(
             frame["symbol"].tolist(),
             frame["from_id"].tolist(),
             frame["to_id"].tolist(),
             frame["detected_ms"].tolist(),
+            frame["filled_by"].tolist(),
+            frame["filled_ms"].tolist(),
+            frame["fill_detail"].tolist(),
             strict=True,
         ):
-            if det < started_wall and (sym, f, t) not in self._fills:
+            if by is not None and (sym, f, t) not in self._fills:
                 self._fills[(sym, f, t)] = GapFill(
-                    sym, f, t, det, "skipped", detail="recorded before this run"
+                    sym,
+                    f,
+                    t,
+                    det,
+                    by,
+                    detail=detail or "",
+                    filled_ms=None if at is None or at is pd.NA else int(at),
                 )
+
+    async def _record_fill(self, fill: GapFill) -> None:
+        """Persist how a gap was filled, so a restart neither refills nor re-counts."""
+        if fill.method in ("pending", "failed") or self._db is None:
+            return
+        at = fill.filled_ms if fill.filled_ms is not None else storage.now_ms()
+        await self._db.call(
+            lambda w: w.mark_gap_filled(
+                fill.symbol,
+                fill.from_id,
+                fill.to_id,
+                by=fill.method,
+                at_ms=at,
+                detail=fill.detail,
+            )
+        )
 
     async def _fill_new_gaps(self, symbols: Sequence[str]) -> None:
         """Fill gap rows not yet handled; a gap still pending is retried with a
@@ -1486,7 +1511,9 @@ class RestSync:
             self._retry[key] = (attempts + 1, now + delay)
             try:
                 await self._wait_ban()
-                self._fills[key] = await self.fill_gap(gap, page_cache)
+                fill = await self.fill_gap(gap, page_cache)
+                await self._record_fill(fill)  # stored before the status shows it
+                self._fills[key] = fill
             except (RestBlockedError, RestRequestError) as exc:
                 self._note_error(exc)
                 self._fills[key] = replace(gap, method="failed", detail=str(exc))

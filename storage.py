@@ -316,11 +316,20 @@ def _migration_2(conn: sqlite3.Connection) -> None:
     )
 
 
+def _migration_3(conn: sqlite3.Connection) -> None:
+    """Add how each gap was filled: ``filled_by`` ("trades", "historicalTrades",
+    "aggTrades" (bars only) or "skipped"), ``filled_ms`` and ``fill_detail``."""
+    conn.execute("ALTER TABLE gaps ADD COLUMN filled_by TEXT")
+    conn.execute("ALTER TABLE gaps ADD COLUMN filled_ms INTEGER")
+    conn.execute("ALTER TABLE gaps ADD COLUMN fill_detail TEXT")
+
+
 # Applied in order inside one IMMEDIATE transaction each; step i moves
 # `PRAGMA user_version` from i to i + 1. Never edit a released step: append one.
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _migration_1,
     _migration_2,
+    _migration_3,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -1074,6 +1083,63 @@ class Writer:
 
     # ------------------------------------------------------------------ bars, retention
 
+    def upsert_bars_1s(self, symbol: str, bars: pd.DataFrame) -> int:
+        """Fold bar-level 1 s bars (no ticks) into ``bars_1s`` (e.g. a REST gap fill).
+
+        Parameters
+        ----------
+        symbol : symbol (validated, upper-cased).
+        bars : columns ``ts`` (tz-aware UTC bucket start), ``open, high, low, close,
+            volume, quote_volume, trades, vwap`` and ``first_id``, ``last_id`` (the
+            trade-id range the bar covers, which decides open and close on merge).
+
+        Returns
+        -------
+        int
+            Bars upserted, merged exactly as ``write_batch`` merges ticks: open of
+            the lower ``first_id``, close of the higher ``last_id``, sums of volume,
+            quote volume and trades.
+        """
+        symbol = normalize_symbol(symbol)
+        missing = [c for c in (*BAR_COLUMNS, "first_id", "last_id") if c not in bars]
+        if missing:
+            raise ValueError(f"bars: missing column(s) {', '.join(missing)}")
+        if len(bars) == 0:
+            return 0
+        ts = _to_epoch_ms(bars["ts"]).tolist()
+        rows = [
+            (symbol, t, o, h, lo, c, v, qv, int(n), vw, int(f), int(la))
+            for t, o, h, lo, c, v, qv, n, vw, f, la in zip(
+                ts,
+                *(bars[c].astype("float64").tolist() for c in BAR_COLUMNS[1:]),
+                bars["first_id"].tolist(),
+                bars["last_id"].tolist(),
+                strict=True,
+            )
+        ]
+        with self._transaction("upsert_bars_1s") as conn:
+            conn.executemany(_UPSERT_BAR_1S, rows)
+        return len(rows)
+
+    def mark_gap_filled(
+        self, symbol: str, from_id: int, to_id: int, *, by: str, at_ms: int, detail: str
+    ) -> bool:
+        """Record how the gap ``symbol, from_id..to_id`` was filled; False if unknown.
+
+        ``by`` says with what: "trades", "historicalTrades", "aggTrades" (bar level,
+        no ticks) or "skipped"; ``detail`` is a sentence for the status and the table.
+        """
+        symbol = normalize_symbol(symbol)
+        with self._transaction(
+            "mark_gap_filled", timeout_ms=self._admin_timeout_ms
+        ) as c:
+            cur = c.execute(
+                "UPDATE gaps SET filled_by = ?, filled_ms = ?, fill_detail = ? "
+                "WHERE symbol = ? AND from_id = ? AND to_id = ?",
+                (str(by), int(at_ms), str(detail), symbol, int(from_id), int(to_id)),
+            )
+        return cur.rowcount > 0
+
     def write_bars(self, symbol: str, interval_s: int, bars: pd.DataFrame) -> int:
         """Upsert bars coarser than 1 s (imports, exchange history) into ``bars``.
 
@@ -1764,8 +1830,13 @@ def db_stats(db_path: os.PathLike | str) -> DbStats:
 
 
 def read_gaps(db_path: os.PathLike | str, symbol: str | None = None) -> pd.DataFrame:
-    """Gap rows (``symbol, from_id, to_id, missing, detected_ms``), sorted."""
-    sql = "SELECT symbol, from_id, to_id, detected_ms FROM gaps"
+    """Gap rows, sorted: ``symbol, from_id, to_id, missing, detected_ms`` and how
+    each was filled (``filled_by``, ``filled_ms``, ``fill_detail``; None while open).
+    """
+    sql = (
+        "SELECT symbol, from_id, to_id, detected_ms, filled_by, filled_ms, fill_detail "
+        "FROM gaps"
+    )
     params: tuple = ()
     if symbol is not None:
         sql += " WHERE symbol = ?"
@@ -1777,6 +1848,9 @@ def read_gaps(db_path: os.PathLike | str, symbol: str | None = None) -> pd.DataF
             "from_id": np.array([r[1] for r in rows], dtype=np.int64),
             "to_id": np.array([r[2] for r in rows], dtype=np.int64),
             "detected_ms": np.array([r[3] for r in rows], dtype=np.int64),
+            "filled_by": pd.Series([r[4] for r in rows], dtype=object),
+            "filled_ms": pd.Series([r[5] for r in rows], dtype="Int64"),
+            "fill_detail": pd.Series([r[6] for r in rows], dtype=object),
         }
     )
     frame.insert(3, "missing", frame["to_id"] - frame["from_id"] + 1)

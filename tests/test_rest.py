@@ -389,10 +389,13 @@ def test_blocking_symbol_check_for_the_dashboard() -> None:
     assert not check.checked and check.valid == ("ETHUSDT",)
 
 
-def test_gaps_recorded_before_the_run_are_left_alone(db_path: Path) -> None:
-    """A gap row older than this run is marked skipped and costs no REST call."""
+def test_gaps_already_filled_in_the_database_cost_no_rest_call(db_path: Path) -> None:
+    """A gap whose fill the database records is not filled again after a restart."""
     with storage.Writer(db_path) as w:
         w.write_batch([], [Gap("BTCUSDT", 10, 20, storage.now_ms() - 5_000)])
+        assert w.mark_gap_filled(
+            "BTCUSDT", 10, 20, by="trades", at_ms=storage.now_ms(), detail="earlier run"
+        )
     with FakeBinanceRest() as server:
         sync = RestSync(server.url, gap_poll_s=0.05)
         asyncio.run(
@@ -404,7 +407,7 @@ def test_gaps_recorded_before_the_run_are_left_alone(db_path: Path) -> None:
         )
         assert server.requests_to("/fapi/v1/trades") == []
     (fill,) = sync.status().gap_fills
-    assert (fill.method, fill.detail) == ("skipped", "recorded before this run")
+    assert (fill.method, fill.detail) == ("trades", "earlier run")
 
 
 def test_symbol_check_pure_reasons() -> None:
@@ -615,6 +618,8 @@ def test_gap_inside_latest_trades_refilled_tick_for_tick(
     (fill,) = sync.status().gap_fills
     assert (fill.from_id, fill.to_id) == (missing[0].id, missing[-1].id)
     assert (fill.method, fill.ticks_inserted) == ("trades", 50)
+    (row,) = storage.read_gaps(db, "BTCUSDT").itertuples()
+    assert (row.filled_by, row.fill_detail) == ("trades", fill.detail)
     stored = storage.read_ticks(db, "BTCUSDT", None, None)
     assert stored["trade_id"].tolist() == [t.id for t in trades]
     got = storage.read_bars_1s(db, "BTCUSDT", None, None)
@@ -631,6 +636,7 @@ def test_long_gap_without_key_filled_from_agg_trades_at_bar_level(
     assert fill.method == "aggTrades" and fill.ticks_inserted == 0
     assert fill.trades == 700 and "bar level from aggTrades" in fill.detail
     assert "ticks not restored" in fill.detail
+    assert storage.read_gaps(db, "BTCUSDT")["filled_by"].tolist() == ["aggTrades"]
     assert len(storage.read_ticks(db, "BTCUSDT", None, None)) == 2000 - 700
     got = storage.read_bars_1s(db, "BTCUSDT", None, None)
     assert_bars_equal(got, uninterrupted_bars(tmp_path, trades))

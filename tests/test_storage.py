@@ -169,7 +169,15 @@ def test_schema_contract_tables_and_columns(writer: Writer, db_path: Path) -> No
     ]
     assert cols["bars_1s"][:10] == ["symbol", "ts_ms", *BAR_COLUMNS[1:]]
     assert {"first_id", "last_id"} <= set(cols["bars_1s"])
-    assert cols["gaps"][1:] == ["symbol", "from_id", "to_id", "detected_ms"]
+    assert cols["gaps"][1:] == [
+        "symbol",
+        "from_id",
+        "to_id",
+        "detected_ms",
+        "filled_by",
+        "filled_ms",
+        "fill_detail",
+    ]
     assert cols["bars"] == [
         "symbol",
         "interval_s",
@@ -385,7 +393,9 @@ def test_gap_rows_stored_once_with_batch(writer: Writer, db_path: Path) -> None:
     assert res == BatchResult(inserted=2, duplicates=0, gaps=1)
     assert writer.write_batch([], [gap]).gaps == 0
     writer.write_batch([], [Gap("ETHUSDT", 100, 100, T0)])
-    gaps = storage.read_gaps(db_path)
+    gaps = storage.read_gaps(db_path)[
+        ["symbol", "from_id", "to_id", "missing", "detected_ms"]
+    ]
     assert gaps.to_dict("records") == [
         {
             "symbol": "BTCUSDT",
@@ -1308,3 +1318,49 @@ def test_tick_columns_validation(writer: Writer) -> None:
     with pytest.raises(ValueError, match="symbol"):
         writer.write_tick_columns("BTC/USDT", [1], [T0], one, one, [True])
     assert writer.last_trade_ids() == {}
+
+
+def test_bar_level_fill_merges_like_ticks_and_gap_fill_is_recorded(
+    db_path: Path,
+) -> None:
+    """A bar-level 1 s fill merges by trade id like ticks, and the gap row keeps how
+    it was filled."""
+    t0 = 1_720_000_000_000
+    with storage.Writer(db_path) as w:
+        w.write_batch(
+            [
+                Tick("BTCUSDT", 1, t0 + 10, 100.0, 1.0, False),
+                Tick("BTCUSDT", 5, t0 + 900, 101.0, 2.0, True),
+            ],
+            [Gap("BTCUSDT", 2, 4, t0 + 1_000)],
+        )
+        bar = pd.DataFrame(
+            {
+                "ts": pd.to_datetime([t0], unit="ms", utc=True),
+                "open": [99.0],
+                "high": [103.0],
+                "low": [98.0],
+                "close": [102.0],
+                "volume": [3.0],
+                "quote_volume": [300.0],
+                "trades": [3],
+                "vwap": [100.0],
+                "first_id": [2],
+                "last_id": [4],
+            }
+        )
+        assert w.upsert_bars_1s("btcusdt", bar) == 1
+        assert w.mark_gap_filled(
+            "BTCUSDT", 2, 4, by="aggTrades", at_ms=t0 + 2_000, detail="bar level"
+        )
+        assert not w.mark_gap_filled("BTCUSDT", 7, 9, by="trades", at_ms=0, detail="")
+    got = storage.read_bars_1s(db_path, "BTCUSDT", None, None).iloc[0]
+    # open from id 1 (a tick), close from id 5 (a tick), extremes from the fill.
+    assert (got.open, got.high, got.low, got.close) == (100.0, 103.0, 98.0, 101.0)
+    assert (got.volume, got.quote_volume, got.trades) == (6.0, 602.0, 5)
+    assert got.vwap == 602.0 / 6.0
+    gaps = storage.read_gaps(db_path)
+    assert gaps[["filled_by", "fill_detail"]].values.tolist() == [
+        ["aggTrades", "bar level"]
+    ]
+    assert int(gaps["filled_ms"].iloc[0]) == t0 + 2_000
