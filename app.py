@@ -12,6 +12,8 @@ argument            environment variable     meaning (default)
 ``--symbols``       ``PAIRDESK_SYMBOLS``     ``BTCUSDT,ETHUSDT``
 ``--base-url URL``  ``PAIRDESK_BASE_URL``    exchange stream base URL, route included
 ``--no-ingest``     ``PAIRDESK_INGEST=0``    show the database without ingesting
+(none)              ``PAIRDESK_MAX_UPLOAD_   rows an upload may hold (5 000 000; the
+                    ROWS``                   size cap is ``server.maxUploadSize``)
 ==================  =======================  =========================================
 
 The script reads top to bottom: configuration, sidebar controls, the ingestion service
@@ -20,6 +22,14 @@ the live panel (last prices, live z-score, signal; every ``refresh`` seconds) an
 bar panel (tabs with charts of completed bars; recomputed only when a bar closes).
 Everything shown is read back from SQLite; the analytics come from ``analytics.py``
 and the figures from ``charts.py``. No Streamlit call ever runs off the script thread.
+
+Alerts: each ingestion service runs an ``alerts.AlertMonitor`` as a service task, so
+rules fire (stored, webhooks called) with no browser open, in the process holding the
+writer lease only. The sidebar's Alerts expander edits rules; the live panel toasts
+new firings; the Alerts tab shows rule states and the event history (on a dataset: a
+one-off preview of the rules on its latest bars). The Data tab imports uploads into
+datasets (``datafiles.import_file``), renames and deletes datasets, and offers CSV
+downloads of ticks, bars, the pair table, backtest trades and the alert history.
 """
 
 from __future__ import annotations
@@ -30,10 +40,13 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import functools  # noqa: E402
+import io  # noqa: E402
 import itertools  # noqa: E402
+import json  # noqa: E402
 import math  # noqa: E402
 import re  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
@@ -48,11 +61,13 @@ import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 from streamlit.runtime.scriptrunner import get_script_run_ctx  # noqa: E402
 
+import alerts  # noqa: E402
 import analytics  # noqa: E402
 import charts  # noqa: E402
+import datafiles  # noqa: E402
 import resampling  # noqa: E402
 import storage  # noqa: E402
-from models import parse_symbols  # noqa: E402
+from models import BAR_COLUMNS, parse_symbols  # noqa: E402
 
 SOURCES = ("live", "demo")
 DEFAULT_SYMBOLS = ("BTCUSDT", "ETHUSDT")
@@ -88,6 +103,21 @@ NO_FLASH_CSS = (
 )
 TABLE_ROWS_SHOWN = 2000  # rows drawn in the Table tab (the CSV has every row)
 LIVE_HOSTS_HINT = "wss://fstream.binance.com/public"
+DEFAULT_MAX_UPLOAD_ROWS = 5_000_000  # larger files: the CLI import, which streams
+UPLOAD_TYPES = ("csv", "zip", "json", "ndjson", "txt")
+MAX_TOASTS = 5  # alert toasts shown per refresh; the rest are summed up in one
+EVENT_SINCE: dict[str, int | None] = {
+    "last hour": 3600,
+    "last 24 h": 24 * 3600,
+    "last 7 days": 7 * 24 * 3600,
+    "all": None,
+}
+WEBHOOK_FORMAT_LABELS = {
+    "json": "generic JSON",
+    "slack": "Slack-compatible",
+    "discord": "Discord",
+    "telegram": "Telegram sendMessage",
+}
 
 
 # --------------------------------------------------------------------------------------
@@ -108,6 +138,7 @@ class AppConfig:
     symbols : upper-case symbols ingested on first load.
     base_url : stream base URL for Live, route included; None for the default.
     ingest : False shows the database read-only and starts no ingestion or replay.
+    max_upload_rows : an upload with more data rows is refused (nothing is kept).
     """
 
     source: str = "live"
@@ -116,6 +147,7 @@ class AppConfig:
     symbols: tuple[str, ...] = DEFAULT_SYMBOLS
     base_url: str | None = None
     ingest: bool = True
+    max_upload_rows: int = DEFAULT_MAX_UPLOAD_ROWS
 
 
 def _arg_parser() -> argparse.ArgumentParser:
@@ -139,7 +171,8 @@ def parse_config(
     argv : arguments after ``--`` (unknown ones are ignored, so the test runner's
         own ``sys.argv`` is harmless).
     environ : ``PAIRDESK_SOURCE``, ``PAIRDESK_DB``, ``PAIRDESK_SYMBOLS``,
-        ``PAIRDESK_BASE_URL``, ``PAIRDESK_INGEST`` (``0``/``false``/``no`` disables).
+        ``PAIRDESK_BASE_URL``, ``PAIRDESK_INGEST`` (``0``/``false``/``no`` disables),
+        ``PAIRDESK_MAX_UPLOAD_ROWS`` (integer >= 1).
 
     Returns
     -------
@@ -174,6 +207,14 @@ def parse_config(
     base_url = args.base_url or environ.get("PAIRDESK_BASE_URL") or None
     ingest_env = environ.get("PAIRDESK_INGEST", "1").strip().lower()
     ingest = not args.no_ingest and ingest_env not in ("0", "false", "no", "off")
+    rows_text = environ.get("PAIRDESK_MAX_UPLOAD_ROWS", "").strip()
+    max_rows = DEFAULT_MAX_UPLOAD_ROWS
+    if rows_text:
+        if not rows_text.isdigit() or int(rows_text) < 1:
+            raise ValueError(
+                f"PAIRDESK_MAX_UPLOAD_ROWS must be an integer >= 1, got {rows_text!r}"
+            )
+        max_rows = int(rows_text)
     return AppConfig(
         source=source,
         db_path=live_db,
@@ -181,6 +222,7 @@ def parse_config(
         symbols=symbols,
         base_url=base_url,
         ingest=ingest,
+        max_upload_rows=max_rows,
     )
 
 
@@ -227,13 +269,17 @@ class ServiceRegistry:
 
     One service per (source, database): ``service`` creates it on first use, restarts
     it with new symbols when they change, and replaces it when its base URL changes
-    (the demo replay restarted with other symbols).
+    (the demo replay restarted with other symbols). Each service carries an
+    ``alerts.AlertMonitor`` of its database as a service task, so rules fire with no
+    browser open, and only in the process holding the writer lease (the service
+    runs its tasks only while it writes).
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._services: dict[tuple[str, str], Any] = {}
         self._urls: dict[tuple[str, str], str | None] = {}
+        self._monitors: dict[tuple[str, str], Any] = {}
         self._replay: Any = None
         self._replay_symbols: tuple[str, ...] = ()
 
@@ -276,10 +322,12 @@ class ServiceRegistry:
                 }
                 if base_url:
                     kwargs["base_url"] = base_url
+                monitor = alerts.AlertMonitor(Path(db_path))
                 service = ingestion.IngestionService(
-                    ingestion.IngestionConfig(**kwargs)
+                    ingestion.IngestionConfig(**kwargs), tasks=[monitor.run]
                 )
                 self._services[key] = service
+                self._monitors[key] = monitor
                 self._urls[key] = base_url
                 if start:
                     service.start()
@@ -295,6 +343,7 @@ class ServiceRegistry:
             for service in self._services.values():
                 service.stop(timeout=5.0)
             self._services.clear()
+            self._monitors.clear()
             if self._replay is not None:
                 self._replay.stop(timeout=2.0)
                 self._replay = None
@@ -303,6 +352,11 @@ class ServiceRegistry:
         """The service of a source if one was created, else None."""
         with self._lock:
             return self._services.get((source, str(db_path)))
+
+    def monitor(self, source: str, db_path: Path) -> Any:
+        """The alert monitor run by a source's service, else None."""
+        with self._lock:
+            return self._monitors.get((source, str(db_path)))
 
 
 @st.cache_resource(show_spinner=False, on_release=ServiceRegistry.shutdown)
@@ -377,24 +431,22 @@ def read_window_bars(
 ) -> pd.DataFrame:
     """Bars of ``symbol`` at ``interval_s`` over ``[start_ms, end_ms)``.
 
-    Reads ``bars_1s`` for the window and resamples; where no 1 s bars exist (an
-    imported kline dataset) falls back to stored coarser bars that divide the
-    interval.
+    Reads ``bars_1s`` for the window and resamples. When the 1 s bars do not reach
+    back to the window's first bar and coarser bars are stored for the symbol
+    (imported klines or OHLCV, exchange history), reads through
+    ``datafiles.read_bars_any``, which fills buckets without 1 s bars from stored
+    bars whose interval divides ``interval_s``.
     """
     if not db_path.exists():
         return resampling.empty_bars()
     bars = storage.read_bars_1s(db_path, symbol, start_ms, end_ms)
+    reaches_start = (
+        len(bars) > 0
+        and charts.epoch_ms(bars["ts"].iloc[:1])[0] < start_ms + interval_s * 1000
+    )
+    if not reaches_start and storage.list_bar_intervals(db_path, symbol):
+        return datafiles.read_bars_any(db_path, symbol, interval_s, start_ms, end_ms)
     if len(bars) == 0:
-        for stored_s in (60, 300, 900, 3600):
-            if stored_s > interval_s or interval_s % stored_s:
-                continue
-            coarse = storage.read_bars(db_path, symbol, stored_s, start_ms, end_ms)
-            if len(coarse):
-                return (
-                    coarse
-                    if stored_s == interval_s
-                    else resampling.resample_bars(coarse, interval_s)
-                )
         return resampling.empty_bars()
     if interval_s == 1:
         return bars
@@ -681,22 +733,35 @@ def fmt_bytes(size: int | None) -> str:
     return f"{value:.1f} GB"
 
 
-def table_csv(table: pd.DataFrame) -> bytes:
-    """The per-bar pair table as CSV bytes, timestamps written as ISO-8601 UTC."""
-    out = table.copy()
-    for col in out.columns:
-        if isinstance(out[col].dtype, pd.DatetimeTZDtype):
-            out[col] = out[col].dt.strftime("%Y-%m-%dT%H:%M:%S.%f").str[:-3] + "Z"
-    return out.to_csv(index=False).encode()
+def pair_table_csv(table: pd.DataFrame, params: Any) -> bytes:
+    """The per-bar pair table as CSV, ``# PARAMS_JSON`` first, times ISO-8601 UTC.
+
+    The comment line is ``params.to_json()``, so a notebook can rebuild the exact
+    ``PairParams`` (``PairParams.from_json(first_line[2:])``).
+    """
+    return datafiles.frame_to_csv_bytes(table, [params.to_json()])
 
 
-def csv_file_name(symbol_y: str, symbol_x: str, interval_s: int, ts: pd.Series) -> str:
-    """``pair_BTCUSDT_ETHUSDT_1m_20240808T2354Z_20240809T0000Z.csv``."""
+def _span_ms(ts: pd.Series) -> tuple[int | None, int | None]:
+    """First and last timestamp of a series as ms UTC (None when empty)."""
     if len(ts) == 0:
-        return f"pair_{symbol_y}_{symbol_x}_{interval_label(interval_s)}.csv"
-    first = pd.Timestamp(ts.iloc[0]).strftime("%Y%m%dT%H%M%SZ")
-    last = pd.Timestamp(ts.iloc[-1]).strftime("%Y%m%dT%H%M%SZ")
-    return f"pair_{symbol_y}_{symbol_x}_{interval_label(interval_s)}_{first}_{last}.csv"
+        return None, None
+    ms = charts.epoch_ms(ts.iloc[[0, -1]])
+    return int(ms[0]), int(ms[1])
+
+
+def pair_export_name(kind: str, params: Any, ts: pd.Series) -> str:
+    """``pair_BTCUSDT-ETHUSDT_1m_rolling-ols-w60_20240808T235400Z_...csv``."""
+    first, last = _span_ms(ts)
+    extra = f"{params.hedge_method.replace('_', '-')}-w{params.window}"
+    return datafiles.export_filename(
+        kind,
+        [params.symbol_y, params.symbol_x],
+        params.interval,
+        first,
+        last,
+        extra=extra,
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -908,12 +973,18 @@ class SourceContext:
     db_path : the database shown.
     service : the ingestion service (None for File or with ingestion disabled).
     historical : True for a dataset: the window ends at its last data, not now.
+    rules_db : database holding the alert rules and events shown: the source's own
+        for Live and Demo; the Live database for a dataset (whose rules are
+        previewed on the dataset, never fired).
+    monitor : the alert monitor of the service (None without a service).
     """
 
     label: str
     db_path: Path
     service: Any
     historical: bool
+    rules_db: Path
+    monitor: Any = None
 
 
 def _service_for(source: str, cfg: AppConfig, symbols: tuple[str, ...]) -> Any:
@@ -947,11 +1018,20 @@ def _select_source(cfg: AppConfig) -> SourceContext:
         ss.user_stopped = False
     ss.active_source_key = source
     service = _service_for(source, cfg, tuple(ss.symbols))
+    historical = source.startswith("file:")
+    db_path = _source_db(source, cfg)
+    monitor = (
+        registry().monitor(source, db_path)
+        if service is not None and cfg.ingest
+        else None
+    )
     return SourceContext(
         label=label,
-        db_path=_source_db(source, cfg),
+        db_path=db_path,
         service=service,
-        historical=source.startswith("file:"),
+        historical=historical,
+        rules_db=cfg.db_path if historical else db_path,
+        monitor=monitor,
     )
 
 
@@ -1116,6 +1196,27 @@ def _dataset_last_ms(db: str, version: int) -> int | None:
     return max(lasts) if lasts else None  # counts rows: fine for rare dataset views
 
 
+def _dataset_notes(ctx: SourceContext, params: Any, interval_s: int) -> None:
+    """Say when the pair or the timeframe does not fit the dataset shown."""
+    name = ctx.db_path.stem
+    held = storage.list_symbols(ctx.db_path)
+    missing = [s for s in (params.symbol_y, params.symbol_x) if s not in held]
+    if missing:
+        st.warning(
+            f"Dataset {name!r} holds {', '.join(held) or 'no symbols'}; it has no "
+            f"{', '.join(missing)}. Set Symbols in the sidebar to the dataset's."
+        )
+        return
+    coarse = storage.list_bar_intervals(ctx.db_path, params.symbol_y)
+    bars_only = storage.last_tick(ctx.db_path, params.symbol_y) is None
+    if coarse and bars_only and interval_s % coarse[0]:
+        st.warning(
+            f"Dataset {name!r} holds {interval_label(coarse[0])} bars of "
+            f"{params.symbol_y}: choose a timeframe that is a multiple of "
+            f"{interval_label(coarse[0])}."
+        )
+
+
 def _live_panel(ctx: SourceContext, params: Any, interval_s: int) -> None:
     """Tick-driven numbers: last prices, live z from the newest trades, signal badge.
 
@@ -1131,9 +1232,12 @@ def _live_panel(ctx: SourceContext, params: Any, interval_s: int) -> None:
     )
     result = view.result
     prices: dict[str, float | None] = {}
-    for sym in (params.symbol_y, params.symbol_x):
+    legs = ((params.symbol_y, view.bars_y), (params.symbol_x, view.bars_x))
+    for sym, bars in legs:
         tick = storage.last_tick(ctx.db_path, sym)
         prices[sym] = tick.price if tick is not None else None
+        if prices[sym] is None and ctx.historical and len(bars):
+            prices[sym] = float(bars["close"].iloc[-1])  # a bars-only dataset
     py, px = prices[params.symbol_y], prices[params.symbol_x]
     live_z = (
         analytics.live_zscore(result, py, px)
@@ -1166,6 +1270,41 @@ def _live_panel(ctx: SourceContext, params: Any, interval_s: int) -> None:
         f"{html_escape(result.regime.reason)}</div>",
         unsafe_allow_html=True,
     )
+    if not ctx.historical:
+        _alert_toasts(ctx.rules_db)
+
+
+def _alert_toasts(db_path: Path) -> None:
+    """Toast the alert events this session has not seen yet (newest ``MAX_TOASTS``).
+
+    Each session remembers the largest event id it has shown, per database; a new
+    session starts at the newest stored event, so old firings are not replayed.
+    Costs one indexed lookup per refresh while nothing new fired.
+    """
+    ss = st.session_state
+    seen: dict[str, int] = ss.setdefault("seen_event_ids", {})
+    key = str(db_path)
+    latest = alerts.latest_event_id(db_path)
+    if key not in seen:
+        seen[key] = latest
+        return
+    if latest <= seen[key]:
+        return
+    events = alerts.new_events_since(db_path, seen[key])
+    for event in events[-MAX_TOASTS:]:
+        text = alerts.alert_message(
+            event.rule_text or f"rule {event.rule_id}",
+            event.fired_ms,
+            event.value,
+            event.snapshot,
+        )
+        st.toast(text, icon="🔔")
+    if len(events) > MAX_TOASTS:
+        st.toast(
+            f"{len(events) - MAX_TOASTS} more alerts fired: see the Alerts tab",
+            icon="🔔",
+        )
+    seen[key] = max([latest, *(e.id for e in events)])
 
 
 def _messages(result: Any, interval_s: int) -> bool:
@@ -1186,7 +1325,9 @@ def _messages(result: Any, interval_s: int) -> bool:
     return bool(waiting)
 
 
-def _pair_tab(view: PairView, params: Any, interval_s: int) -> None:
+def _pair_tab(
+    view: PairView, params: Any, interval_s: int, rules_db: Path | None = None
+) -> None:
     """Pair charts, statistic cards, ADF trigger and readiness messages."""
     result = view.result
     table = result.table
@@ -1217,13 +1358,61 @@ def _pair_tab(view: PairView, params: Any, interval_s: int) -> None:
             need = 2 * params.window - 1
             st.info(waiting_text(result.n_bars, need, interval_s, "the z-score"))
         return
-    fig = view.figures.get("pair")
+    events = _pair_alert_events(rules_db, params, table) if rules_db else None
+    fig_key = ("pair", 0 if events is None else int(events["id"].max()))
+    fig = view.figures.get(fig_key)
     if fig is None:
-        fig = view.figures["pair"] = _pair_figure(table, params)
+        for old in [k for k in view.figures if isinstance(k, tuple)]:
+            del view.figures[old]  # a figure with older alert markers
+        fig = view.figures[fig_key] = _pair_figure(table, params, events)
     st.plotly_chart(fig, width="stretch", key="pair_chart")
 
 
-def _pair_figure(table: pd.DataFrame, params: Any) -> Any:
+def _pair_alert_events(
+    rules_db: Path, params: Any, table: pd.DataFrame
+) -> pd.DataFrame | None:
+    """Firings of rules on this pair (Y/X) within the table's span, or None."""
+    if table.empty or not rules_db.exists():
+        return None
+    since = int(charts.epoch_ms(table["ts"].iloc[:1])[0])
+    frame = storage.list_alert_events(rules_db, since_ms=since, limit=1000)
+    if frame.empty:
+        return None
+    pairs = {
+        rule.id: rule
+        for rule in alerts.load_rules(rules_db)
+        if (rule.params.symbol_y, rule.params.symbol_x)
+        == (params.symbol_y, params.symbol_x)
+    }
+    frame = frame[frame["rule_id"].isin(list(pairs))]
+    if frame.empty:
+        return None
+    z_values = []
+    for text in frame["snapshot_json"]:
+        z = None
+        try:
+            z = (json.loads(text) or {}).get("z") if text else None
+        except ValueError:
+            z = None
+        z_values.append(np.nan if z is None else float(z))
+    labels = [
+        f"alert #{int(r.id)}: {r.rule_text or r.rule_id} = {fmt_num(r.value, 4)} "
+        f"at {fmt_utc(r.fired_ms)}"
+        for r in frame.itertuples(index=False)
+    ]
+    return pd.DataFrame(
+        {
+            "id": frame["id"].to_numpy(),
+            "fired_ms": frame["fired_ms"].to_numpy(),
+            "z": z_values,
+            "label": labels,
+        }
+    )
+
+
+def _pair_figure(
+    table: pd.DataFrame, params: Any, events: pd.DataFrame | None = None
+) -> Any:
     """The five-panel pair figure of a view (built once per bar close)."""
     return charts.pair_figure(
         table,
@@ -1238,6 +1427,7 @@ def _pair_figure(table: pd.DataFrame, params: Any) -> Any:
             if params.corr_on == "returns"
             else "rolling correlation of price levels (spurious for trending prices)"
         ),
+        alert_events=events,
     )
 
 
@@ -1487,11 +1677,11 @@ def _table_tab(view: PairView, params: Any, interval_s: int) -> None:
     if table.empty:
         st.info(waiting_text(0, 1, interval_s, "the pair table"))
         return
-    name = csv_file_name(params.symbol_y, params.symbol_x, interval_s, table["ts"])
+    name = pair_export_name("pair", params, table["ts"])
     col_a, col_b = st.columns([1, 3])
     col_a.download_button(
         "Download CSV",
-        data=functools.partial(table_csv, table),  # built only when clicked
+        data=functools.partial(pair_table_csv, table, params),  # built when clicked
         file_name=name,
         mime="text/csv",
         key="download_csv",
@@ -1561,6 +1751,779 @@ def _backtest_tab(view: PairView, interval_s: int) -> None:
     )
 
 
+# --------------------------------------------------------------------------------------
+# Alerts: sidebar rule editor, Alerts tab (states, history), preview on datasets.
+# --------------------------------------------------------------------------------------
+
+
+def metric_help_text() -> str:
+    """The rule editor's help: grammar, examples and what each metric means."""
+    lines = [
+        "A rule is `METRIC OP NUMBER`, OP one of `>`, `>=`, `<`, `<=`; e.g. "
+        "`abs(z) >= 2.5`, `spread < -5`, `adf_p < 0.05`, `BTCUSDT.price > 90000`.",
+        "",
+    ]
+    lines += [f"- `{name}`: {text}" for name, text in alerts.METRIC_HELP.items()]
+    return "\n".join(lines)
+
+
+def _add_rule(db_path: Path, params: Any) -> None:
+    """Add-button callback: parse, validate and store the rule typed in the sidebar.
+
+    The rule carries the current ``PairParams``. It is stored through a short-lived
+    ``storage.Writer`` (its admin busy timeout waits out the ingesting writer's
+    batches: SQLite serialises the two), so it works whether or not this process
+    holds the writer lease.
+    """
+    ss = st.session_state
+    try:
+        rule = alerts.AlertRule.create(
+            ss.rule_text,
+            params,
+            cooldown_s=float(ss.rule_cooldown),
+            webhook_url=(ss.rule_webhook or "").strip() or None,
+            webhook_format=ss.rule_webhook_format,
+            created_ms=now_ms(),
+        )
+        with storage.Writer(db_path) as writer:
+            saved = alerts.save_rule(writer, rule)
+    except alerts.RuleError as exc:
+        ss.rule_flash = ("error", str(exc))
+        return
+    except storage.StorageError as exc:
+        ss.rule_flash = ("error", f"Could not save the rule: {exc}")
+        return
+    ss.rule_flash = (
+        "success",
+        f"Rule #{saved.id} added: {saved.expr.text} on {saved.pair} "
+        f"{params.interval}, window {params.window}",
+    )
+    ss.rule_text = ""
+    ss.rule_webhook = ""
+
+
+def _set_rule_enabled(db_path: Path, rule_id: int) -> None:
+    """Toggle callback: store a rule's enabled flag."""
+    ss = st.session_state
+    enabled = bool(ss.get(f"rule_on_{rule_id}", True))
+    try:
+        with storage.Writer(db_path) as writer:
+            writer.set_alert_rule_enabled(rule_id, enabled)
+    except storage.StorageError as exc:
+        ss.rule_flash = ("error", f"Could not change rule #{rule_id}: {exc}")
+
+
+def _delete_rule(db_path: Path, rule_id: int) -> None:
+    """Delete-button callback: remove a rule (its events stay in the history)."""
+    ss = st.session_state
+    try:
+        with storage.Writer(db_path) as writer:
+            writer.delete_alert_rule(rule_id)
+    except storage.StorageError as exc:
+        ss.rule_flash = ("error", f"Could not delete rule #{rule_id}: {exc}")
+        return
+    ss.pop(f"rule_on_{rule_id}", None)
+    ss.rule_flash = ("success", f"Rule #{rule_id} deleted.")
+
+
+def _rule_where(rule: Any) -> str:
+    """``BTCUSDT/ETHUSDT 1m, w60, rolling-ols``: the settings a rule evaluates with."""
+    p = rule.params
+    return f"{rule.pair} {p.interval}, w{p.window}, {p.hedge_method.replace('_', '-')}"
+
+
+def _alert_editor(ctx: SourceContext, params: Any) -> None:
+    """Sidebar expander: type a rule (validated on each change), add, list, toggle."""
+    ss = st.session_state
+    for key, value in (
+        ("rule_text", ""),
+        ("rule_cooldown", alerts.DEFAULT_COOLDOWN_S),
+        ("rule_webhook", ""),
+        ("rule_webhook_format", "json"),
+    ):
+        ss[key] = ss[key] if key in ss else value
+    rules = alerts.load_rules(ctx.rules_db)
+    with st.sidebar.expander(f"Alerts ({len(rules)} rules)", expanded=False):
+        st.text_input(
+            "Rule",
+            key="rule_text",
+            placeholder="abs(z) > 2",
+            help=metric_help_text(),
+        )
+        text = ss.rule_text
+        expr = None
+        if text.strip():
+            try:
+                expr = alerts.parse_rule(text)
+            except alerts.RuleError as exc:
+                st.error(str(exc))
+                st.code(exc.pointer(text), language=None)
+            else:
+                st.caption(
+                    f"OK: `{expr.text}` on {params.symbol_y}/{params.symbol_x} "
+                    f"{params.interval}, window {params.window}"
+                )
+        st.number_input("Cooldown (s)", min_value=0.0, step=10.0, key="rule_cooldown")
+        st.text_input(
+            "Webhook URL (optional)",
+            key="rule_webhook",
+            placeholder="https://hooks.example.com/...",
+            help="http or https only; POSTed with a short timeout and a few "
+            "retries; the outcome is recorded on the event.",
+        )
+        st.selectbox(
+            "Webhook format",
+            list(alerts.WEBHOOK_FORMATS),
+            key="rule_webhook_format",
+            format_func=lambda f: WEBHOOK_FORMAT_LABELS.get(f, f),
+        )
+        webhook_ok = True
+        try:
+            alerts.validate_webhook(ss.rule_webhook or None, ss.rule_webhook_format)
+        except alerts.RuleError as exc:
+            st.error(str(exc))
+            webhook_ok = False
+        st.button(
+            "Add rule",
+            key="btn_rule_add",
+            disabled=expr is None or not webhook_ok,
+            on_click=_add_rule,
+            args=(ctx.rules_db, params),
+            width="stretch",
+        )
+        flash = ss.pop("rule_flash", None)
+        if flash:
+            (st.error if flash[0] == "error" else st.success)(flash[1])
+        where = "previewed on this dataset, fired on Live" if ctx.historical else ""
+        st.caption(f"Rules in {ctx.rules_db.name} {where}".strip())
+        for rule in rules:
+            col_t, col_on, col_del = st.columns([3.2, 1.0, 0.8])
+            col_t.markdown(
+                f"`{rule.expr.text}`  \n"
+                f"<span style='opacity:0.7;font-size:0.8rem'>#{rule.id} "
+                f"{html_escape(_rule_where(rule))}</span>",
+                unsafe_allow_html=True,
+            )
+            col_on.toggle(
+                "on",
+                value=rule.enabled,
+                key=f"rule_on_{rule.id}",
+                on_change=_set_rule_enabled,
+                args=(ctx.rules_db, int(rule.id)),
+            )
+            col_del.button(
+                "✕",
+                key=f"rule_del_{rule.id}",
+                on_click=_delete_rule,
+                args=(ctx.rules_db, int(rule.id)),
+                help=f"Delete rule #{rule.id}",
+            )
+
+
+def _rule_states(ctx: SourceContext) -> dict[int, Any] | None:
+    """Rule states from this process's monitor, None when another process evaluates.
+
+    The monitor runs only while this process's service holds the writer lease.
+    """
+    service, monitor = ctx.service, ctx.monitor
+    if service is None or monitor is None or not service.running:
+        return None
+    if getattr(service.status(), "role", "writer") != "writer":
+        return None
+    return monitor.rule_states()
+
+
+def rules_frame(rules: Sequence[Any], states: dict[int, Any] | None) -> pd.DataFrame:
+    """One row per rule with its settings and state.
+
+    ``states`` is the monitor's ``rule_states()``; None means this process does not
+    evaluate rules (read-only, ingestion off or stopped).
+    """
+    rows = []
+    for rule in rules:
+        if not rule.enabled:
+            state_text, value, fired = "disabled", None, None
+        elif states is None:
+            state_text, value, fired = (
+                "state known to the ingesting process",
+                None,
+                None,
+            )
+        else:
+            state = states.get(int(rule.id))
+            if state is None:
+                state_text, value, fired = "starting", None, None
+            else:
+                state_text = state.status
+                value, fired = state.last_value, state.last_fired_ms
+        rows.append(
+            {
+                "id": rule.id,
+                "rule": rule.expr.text,
+                "pair": rule.pair,
+                "timeframe": rule.params.interval,
+                "window": rule.params.window,
+                "hedge": rule.params.hedge_method,
+                "cooldown (s)": rule.cooldown_s,
+                "webhook": (
+                    f"{rule.webhook_format}: {rule.webhook_url}"
+                    if rule.webhook_url
+                    else ""
+                ),
+                "state": state_text,
+                "value": value,
+                "last fired (UTC)": fmt_utc(fired) if fired else "",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def events_frame(events: pd.DataFrame) -> pd.DataFrame:
+    """Alert events (``storage.list_alert_events``) flattened for a table or CSV.
+
+    Columns ``id, fired (UTC datetime), rule_id, rule, value, pair, interval,
+    price_y, price_x, beta, spread, z, notification, detail``.
+    """
+    snap_cols = ("pair", "interval", "price_y", "price_x", "beta", "spread", "z")
+    snaps = []
+    for text in events["snapshot_json"] if len(events) else ():
+        try:
+            snap = json.loads(text) if text else {}
+        except ValueError:
+            snap = {}
+        snaps.append(snap if isinstance(snap, dict) else {})
+    out = pd.DataFrame(
+        {
+            "id": events["id"].to_numpy() if len(events) else [],
+            "fired": (
+                pd.to_datetime(events["fired_ms"].to_numpy(), unit="ms", utc=True)
+                if len(events)
+                else pd.to_datetime([], utc=True)
+            ),
+            "rule_id": events["rule_id"].to_numpy() if len(events) else [],
+            "rule": events["rule_text"].to_numpy() if len(events) else [],
+            "value": events["value"].to_numpy() if len(events) else [],
+        }
+    )
+    for col in snap_cols:
+        out[col] = [snap.get(col) for snap in snaps]
+    out["notification"] = events["notify_status"].to_numpy() if len(events) else []
+    out["detail"] = events["notify_detail"].to_numpy() if len(events) else []
+    return out
+
+
+def events_csv(events: pd.DataFrame) -> bytes:
+    """The alert history as CSV bytes (``fired`` in ISO-8601 UTC)."""
+    return datafiles.frame_to_csv_bytes(events_frame(events))
+
+
+def events_export_name(events: pd.DataFrame) -> str:
+    """``alerts_20240808T235400Z_20240809T000000Z.csv`` over the events' span."""
+    if events.empty:
+        return datafiles.export_filename("alerts", [], None, None, None)
+    fired = events["fired_ms"]
+    return datafiles.export_filename(
+        "alerts", [], None, int(fired.min()), int(fired.max())
+    )
+
+
+def _dataset_end_ms(db_path: Path, interval_s: int) -> int:
+    """End (exclusive) of a dataset's last bar at ``interval_s``, ms UTC (0: empty)."""
+    last = _dataset_last_ms(str(db_path), st.session_state.data_version)
+    step = interval_s * 1000
+    return ((last // step) + 1) * step if last else 0
+
+
+def preview_metrics(db_path: Path, rule: Any, version: int) -> dict[str, float | None]:
+    """The metrics of one rule on a dataset's latest bars (no ingestion, no firing).
+
+    The view is the monitor's: ``alerts.lookback_s(params)`` of closed bars ending
+    at the dataset's last bar, analysed with the rule's own ``PairParams``; "live"
+    prices are the last trade (or, for bar-only datasets, the last close).
+    """
+    params = rule.params
+    interval_s = params.interval_s
+    end = _dataset_end_ms(db_path, interval_s)
+    start = window_start_ms(end, interval_s, alerts.lookback_s(params))
+    db = str(db_path)
+    view = cached_pair(db, interval_s, start, end, params.to_json(), version)
+    out: dict[str, float | None] = {}
+    symbols = {params.symbol_y, params.symbol_x}
+    if rule.expr.symbol:
+        symbols.add(rule.expr.symbol)
+    for sym in symbols:
+        bars = cached_bars(db, sym, interval_s, start, end, version)
+        tick = storage.last_tick(db_path, sym)
+        price = tick.price if tick is not None else None
+        if price is None and len(bars):
+            price = float(bars["close"].iloc[-1])
+        out[f"{sym}.price"] = price
+        out[f"{sym}.volume"] = float(bars["volume"].iloc[-1]) if len(bars) else None
+        closes = bars["close"].to_numpy(dtype=float)
+        out[f"{sym}.return"] = (
+            float(closes[-1] / closes[-2] - 1.0)
+            if len(closes) > 1 and closes[-2] > 0
+            else None
+        )
+    out.update(
+        alerts.pair_values(
+            view.result,
+            out[f"{params.symbol_y}.price"],
+            out[f"{params.symbol_x}.price"],
+        )
+    )
+    return out
+
+
+def _alert_preview(ctx: SourceContext, rules: Sequence[Any]) -> None:
+    """Evaluate each rule once on the dataset's latest bars and say which holds now."""
+    st.subheader("Alert preview on this dataset")
+    st.caption(
+        "No ingestion runs on a dataset, so nothing fires here: each rule is "
+        "evaluated once on the dataset's latest bars with its own pair, timeframe "
+        "and window, marking which would be true now."
+    )
+    if not rules:
+        st.info("No rules yet: add one in the sidebar (Alerts).")
+        return
+    version = st.session_state.data_version
+    rows = []
+    for rule in rules:
+        value = preview_metrics(ctx.db_path, rule, version).get(rule.expr.key)
+        if value is None:
+            verdict = "waiting for data"
+        else:
+            verdict = "TRUE now" if rule.expr.holds(value) else "false now"
+        rows.append(
+            {
+                "id": rule.id,
+                "rule": rule.expr.text,
+                "pair": rule.pair,
+                "timeframe": rule.params.interval,
+                "enabled": rule.enabled,
+                "value": value,
+                "would fire": verdict,
+            }
+        )
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+
+
+def _alerts_tab(ctx: SourceContext) -> None:
+    """Rules with their state, or their preview on a dataset, then the event history."""
+    ss = st.session_state
+    rules = alerts.load_rules(ctx.rules_db)
+    if ctx.historical:
+        _alert_preview(ctx, rules)
+    else:
+        st.subheader("Rules")
+        states = _rule_states(ctx)
+        if not rules:
+            st.info("No rules yet: add one in the sidebar (Alerts).")
+        else:
+            if states is None:
+                st.caption(
+                    "This process does not evaluate rules (ingestion off, stopped, "
+                    "or another process holds the writer lease): their state is "
+                    "known to the ingesting process."
+                )
+            else:
+                st.caption(
+                    "Evaluated every second by this process (it holds the writer "
+                    "lease), with or without a browser open."
+                )
+            st.dataframe(rules_frame(rules, states), hide_index=True, width="stretch")
+    st.subheader("Event history")
+    by_id = {f"#{r.id} {r.expr.text} ({r.pair})": r.id for r in rules}
+    rule_options = ["all rules", *by_id]
+    if ss.get("ev_rule") not in rule_options:
+        ss.ev_rule = rule_options[0]
+    if ss.get("ev_since") not in EVENT_SINCE:
+        ss.ev_since = "last 24 h"
+    col_r, col_s = st.columns(2)
+    col_r.selectbox("Rule", rule_options, key="ev_rule")
+    col_s.selectbox("Since", list(EVENT_SINCE), key="ev_since")
+    since_s = EVENT_SINCE[ss.ev_since]
+    events = (
+        storage.list_alert_events(
+            ctx.rules_db,
+            rule_id=by_id.get(ss.ev_rule),
+            since_ms=None if since_s is None else now_ms() - since_s * 1000,
+            limit=1000,
+        )
+        if ctx.rules_db.exists()
+        else storage.list_alert_events(ctx.rules_db, limit=0)
+    )
+    if events.empty:
+        st.info("No alert events for this filter.")
+        return
+    st.download_button(
+        "Download alert history (CSV)",
+        data=functools.partial(events_csv, events),
+        file_name=events_export_name(events),
+        mime="text/csv",
+        key="dl_alert_history",
+        on_click="ignore",
+    )
+    st.dataframe(events_frame(events), hide_index=True, width="stretch")
+
+
+# --------------------------------------------------------------------------------------
+# Data: upload into datasets, dataset rename/delete, CSV downloads of everything.
+# --------------------------------------------------------------------------------------
+
+
+class UploadTooLargeError(ValueError):
+    """An upload holds more rows than the dashboard accepts (the CLI streams any)."""
+
+
+def dataset_name_for(file_name: str) -> str:
+    """A valid dataset name from an upload's file name (``BTCUSDT-trades-...``)."""
+    stem = Path(file_name).name.split(".", 1)[0]
+    name = re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_")[:64]
+    return name or "upload"
+
+
+def import_upload(
+    file_name: str,
+    content: Any,
+    *,
+    dataset: str,
+    base_dir: Path,
+    symbol: str | None = None,
+    fmt: str | None = None,
+    max_rows: int = DEFAULT_MAX_UPLOAD_ROWS,
+    progress: Any = None,
+) -> Any:
+    """Write an upload to a temporary file and import it into a dataset.
+
+    Parameters
+    ----------
+    file_name : the upload's name (kept: a Binance name carries the symbol).
+    content : the bytes, or a binary file object (Streamlit's ``UploadedFile``).
+    dataset, base_dir, symbol, fmt : as ``datafiles.import_file``.
+    max_rows : more data rows than this abort the import (nothing is kept).
+    progress : called with each ``datafiles.ImportProgress``.
+
+    Returns
+    -------
+    datafiles.ImportReport
+
+    Raises
+    ------
+    UploadTooLargeError
+        Over ``max_rows`` rows.
+    datafiles.FileImportError, ValueError, storage.StorageError
+        As ``datafiles.import_file`` (a bad file keeps nothing; an existing dataset
+        of that name is left as it was).
+    """
+
+    def on_chunk(p: Any) -> None:
+        if p.rows_read > max_rows:
+            raise UploadTooLargeError(
+                f"{file_name}: more than {max_rows:,} rows; nothing was imported. "
+                "Import large files with the command line, which streams any size: "
+                f"python ingestion.py import FILE --dataset {dataset}"
+            )
+        if progress is not None:
+            progress(p)
+
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(file_name).name).lstrip(".")
+    with tempfile.TemporaryDirectory(prefix="pairdesk-upload-") as tmp:
+        path = Path(tmp) / (safe or "upload.csv")
+        with open(path, "wb") as out:
+            if isinstance(content, bytes | bytearray):
+                out.write(content)
+            else:
+                content.seek(0)
+                while block := content.read(1 << 20):
+                    out.write(block)
+        return datafiles.import_file(
+            path,
+            dataset=dataset,
+            base_dir=base_dir,
+            symbol=symbol,
+            fmt=fmt,
+            progress=on_chunk,
+            chunk_rows=max(1, min(datafiles.DEFAULT_CHUNK_ROWS, max_rows + 1)),
+        )
+
+
+@st.cache_resource(show_spinner=False, max_entries=64, ttl=300)
+def _dataset_row(db: str, version: int, mtime_ns: int) -> dict[str, Any]:
+    """One dataset's summary (counts rows: cached per file version)."""
+    del version, mtime_ns
+    stats = storage.db_stats(Path(db))
+    firsts = [s.first_ms for s in stats.symbols if s.first_ms is not None]
+    lasts = [s.last_ms for s in stats.symbols if s.last_ms is not None]
+    return {
+        "symbols": ", ".join(s.symbol for s in stats.symbols),
+        "ticks": sum(s.ticks for s in stats.symbols),
+        "1s bars": sum(s.bars_1s for s in stats.symbols),
+        "coarser bars": sum(getattr(s, "bars", 0) for s in stats.symbols),
+        "from (UTC)": fmt_utc(min(firsts)) if firsts else "-",
+        "to (UTC)": fmt_utc(max(lasts)) if lasts else "-",
+        "size": fmt_bytes(stats.file_bytes),
+    }
+
+
+def datasets_frame(base_dir: Path, names: Sequence[str], version: int) -> pd.DataFrame:
+    """One row per dataset: name, symbols, row counts, span and size."""
+    rows = []
+    for name in names:
+        db = storage.dataset_db_path(base_dir, name)
+        try:
+            mtime = db.stat().st_mtime_ns
+            row = _dataset_row(str(db), version, mtime)
+        except (OSError, storage.StorageError) as exc:
+            row = {"symbols": f"unreadable: {exc}"}
+        rows.append({"dataset": name, **row})
+    return pd.DataFrame(rows)
+
+
+def _upload_section(cfg: AppConfig) -> None:
+    """File uploader, dataset name / symbol / format, Import with a progress bar."""
+    ss = st.session_state
+    st.subheader("Import a file as a dataset")
+    max_mb = st.get_option("server.maxUploadSize")
+    uploaded = st.file_uploader(
+        "Binance public-data trades, aggTrades or klines (CSV or .zip), a tick CSV, "
+        "an OHLCV CSV or NDJSON ticks",
+        type=list(UPLOAD_TYPES),
+        key="upload_file",
+        help=f"At most {max_mb} MB and {cfg.max_upload_rows:,} rows here; the "
+        "command line imports any size: python ingestion.py import FILE "
+        "--dataset NAME",
+    )
+    if uploaded is not None and ss.get("upload_for") != uploaded.name:
+        ss.upload_for = uploaded.name
+        ss.upload_name = dataset_name_for(uploaded.name)
+    for key in ("upload_name", "upload_symbol"):
+        ss[key] = ss[key] if key in ss else ""
+    if ss.get("upload_format") not in ("auto", *datafiles.FORMAT_KINDS):
+        ss.upload_format = "auto"
+    col_n, col_s, col_f = st.columns(3)
+    col_n.text_input("Dataset name", key="upload_name", help="letters, digits, _ -")
+    col_s.text_input(
+        "Symbol (optional)",
+        key="upload_symbol",
+        help="For files without a symbol column or Binance file name; with a "
+        "symbol column, imports only this symbol's rows.",
+    )
+    col_f.selectbox("Format", ["auto", *datafiles.FORMAT_KINDS], key="upload_format")
+    if st.button("Import", key="btn_import", type="primary", disabled=uploaded is None):
+        bar = st.progress(0.0, text="importing…")
+
+        def show(p: Any) -> None:
+            bar.progress(p.fraction, text=f"{p.rows_read:,} rows read")
+
+        try:
+            report = import_upload(
+                uploaded.name,
+                uploaded,
+                dataset=ss.upload_name.strip(),
+                base_dir=_data_dir(cfg),
+                symbol=ss.upload_symbol.strip() or None,
+                fmt=None if ss.upload_format == "auto" else ss.upload_format,
+                max_rows=cfg.max_upload_rows,
+                progress=show,
+            )
+        except (ValueError, storage.StorageError) as exc:
+            # FileImportError and UploadTooLargeError are ValueErrors: shown as is
+            prefix = (
+                ""
+                if isinstance(exc, datafiles.FileImportError | UploadTooLargeError)
+                else "Import refused: "
+            )
+            ss.data_flash = ("error", f"{prefix}{exc}")
+        else:
+            ss.data_flash = ("success", report.summary())
+            ss.data_version += 1
+        bar.empty()
+        st.rerun(scope="app")  # the sidebar lists the new dataset
+
+
+def _datasets_section(cfg: AppConfig) -> None:
+    """The dataset list with rename and delete (delete asks for confirmation)."""
+    ss = st.session_state
+    st.subheader("Datasets")
+    names = _list_datasets(cfg)
+    base = _data_dir(cfg)
+    if not names:
+        st.info(f"No datasets yet in {base / 'datasets'}: import a file above.")
+        return
+    st.dataframe(
+        datasets_frame(base, names, ss.data_version), hide_index=True, width="stretch"
+    )
+    if ss.get("ds_selected") not in names:
+        ss.ds_selected = names[0]
+    col_d, col_n, col_r, col_x = st.columns([2, 2, 1, 1])
+    col_d.selectbox("Dataset", names, key="ds_selected")
+    col_n.text_input("New name", key="ds_new_name")
+    selected = ss.ds_selected
+    if col_r.button("Rename", key="btn_ds_rename", width="stretch"):
+        new = (ss.get("ds_new_name") or "").strip()
+        try:
+            storage.rename_dataset(base, selected, new)
+        except (ValueError, storage.StorageError) as exc:
+            ss.data_flash = ("error", f"Rename refused: {exc}")
+        else:
+            ss.data_flash = ("success", f"Dataset {selected!r} renamed to {new!r}.")
+            ss.data_version += 1
+            if ss.source == f"File: {selected}":
+                ss.pending_source = f"File: {new}"
+        st.rerun(scope="app")
+    if col_x.button("Delete…", key="btn_ds_delete", width="stretch"):
+        ss.confirm_ds_delete = selected
+    pending = ss.get("confirm_ds_delete")
+    if pending:
+        st.warning(
+            f"Delete dataset {pending!r} ({storage.dataset_db_path(base, pending)})? "
+            "This cannot be undone."
+        )
+        col_y, col_no = st.columns(2)
+        if col_y.button("Yes, delete", key="btn_ds_delete_yes", type="primary"):
+            ss.confirm_ds_delete = None
+            try:
+                storage.delete_dataset(base, pending)
+            except storage.StorageError as exc:
+                ss.data_flash = ("error", f"Delete failed: {exc}")
+            else:
+                ss.data_flash = ("success", f"Dataset {pending!r} deleted.")
+                ss.data_version += 1
+                if ss.source == f"File: {pending}":
+                    ss.pending_source = "Live"
+            st.rerun(scope="app")
+        if col_no.button("Cancel", key="btn_ds_delete_no"):
+            ss.confirm_ds_delete = None
+            st.rerun(scope="app")
+
+
+def ticks_csv(db_path: Path, symbol: str, start_ms: int, end_ms: int) -> bytes:
+    """Ticks of one symbol in ``[start_ms, end_ms)`` as CSV bytes (streamed read)."""
+    buffer = io.BytesIO()
+    if db_path.exists() and end_ms > start_ms:
+        datafiles.export_ticks(db_path, symbol, start_ms, end_ms, buffer)
+    else:
+        buffer.write((",".join(datafiles.TICK_EXPORT_COLUMNS) + "\n").encode())
+    return buffer.getvalue()
+
+
+def bars_csv(
+    db_path: Path, symbol: str, interval_s: int, start_ms: int, end_ms: int
+) -> bytes:
+    """Bars of one symbol at ``interval_s`` over ``[start_ms, end_ms)`` as CSV bytes."""
+    buffer = io.BytesIO()
+    if db_path.exists() and end_ms > start_ms:
+        datafiles.export_bars(db_path, symbol, interval_s, start_ms, end_ms, buffer)
+    else:
+        buffer.write((",".join(BAR_COLUMNS) + "\n").encode())
+    return buffer.getvalue()
+
+
+def _downloads_section(
+    ctx: SourceContext,
+    view: PairView,
+    params: Any,
+    interval_s: int,
+    start: int,
+    end: int,
+) -> None:
+    """CSV downloads: ticks, bars, pair table, backtest trades, alert history."""
+    ss = st.session_state
+    st.subheader("Downloads (CSV)")
+    st.caption(
+        f"The window shown: {fmt_utc(start)} to {fmt_utc(end)}, "
+        f"{interval_label(interval_s)} bars; file names carry symbols, interval and "
+        "UTC range. Each file is built when its button is clicked."
+    )
+    symbols = list(ss.symbols)
+    if ss.get("dl_symbol") not in symbols:
+        ss.dl_symbol = params.symbol_y
+    st.selectbox("Symbol for ticks and bars", symbols, key="dl_symbol")
+    sym = ss.dl_symbol
+    label = interval_label(interval_s)
+    db = ctx.db_path
+    table = view.result.table
+    trades = view.result.backtest.trades
+    events = (
+        storage.list_alert_events(ctx.rules_db, limit=100_000)
+        if ctx.rules_db.exists()
+        else None
+    )
+    cols = st.columns(5)
+    cols[0].download_button(
+        f"Ticks {sym}",
+        data=functools.partial(ticks_csv, db, sym, start, end),
+        file_name=datafiles.export_filename("ticks", [sym], None, start, end),
+        mime="text/csv",
+        key="dl_ticks",
+        on_click="ignore",
+        width="stretch",
+    )
+    cols[1].download_button(
+        f"Bars {sym} {label}",
+        data=functools.partial(bars_csv, db, sym, interval_s, start, end),
+        file_name=datafiles.export_filename("bars", [sym], label, start, end),
+        mime="text/csv",
+        key="dl_bars",
+        on_click="ignore",
+        width="stretch",
+    )
+    cols[2].download_button(
+        "Pair analytics table",
+        data=functools.partial(pair_table_csv, table, params),
+        file_name=pair_export_name("pair", params, table["ts"]),
+        mime="text/csv",
+        key="dl_pair_table",
+        on_click="ignore",
+        disabled=table.empty,
+        width="stretch",
+    )
+    cols[3].download_button(
+        "Backtest trades",
+        data=functools.partial(
+            datafiles.frame_to_csv_bytes, trades, [params.to_json()]
+        ),
+        file_name=pair_export_name("trades", params, table["ts"]),
+        mime="text/csv",
+        key="dl_trades",
+        on_click="ignore",
+        disabled=trades is None or len(trades) == 0,
+        width="stretch",
+    )
+    cols[4].download_button(
+        "Alert history",
+        data=functools.partial(
+            events_csv,
+            events if events is not None else storage.list_alert_events(db, limit=0),
+        ),
+        file_name=events_export_name(events) if events is not None else "alerts.csv",
+        mime="text/csv",
+        key="dl_alerts",
+        on_click="ignore",
+        disabled=events is None or events.empty,
+        width="stretch",
+    )
+
+
+def _data_tab(
+    ctx: SourceContext,
+    cfg: AppConfig,
+    view: PairView,
+    params: Any,
+    interval_s: int,
+    start: int,
+    end: int,
+) -> None:
+    """Upload, datasets and downloads."""
+    flash = st.session_state.pop("data_flash", None)
+    if flash:
+        (st.error if flash[0] == "error" else st.success)(flash[1])
+    _upload_section(cfg)
+    _datasets_section(cfg)
+    _downloads_section(ctx, view, params, interval_s, start, end)
+
+
 TAB_NAMES = (
     "Market",
     "Pair",
@@ -1573,7 +2536,9 @@ TAB_NAMES = (
 )
 
 
-def _bar_panel(ctx: SourceContext, params: Any, interval_s: int) -> None:
+def _bar_panel(
+    ctx: SourceContext, params: Any, interval_s: int, cfg: AppConfig | None = None
+) -> None:
     """Tabs with charts of completed bars; cached, recomputed only when a bar closes.
 
     Only the open tab's content runs (``on_change="rerun"``), so a refresh builds
@@ -1593,7 +2558,7 @@ def _bar_panel(ctx: SourceContext, params: Any, interval_s: int) -> None:
             _market_tab(ctx, symbols, interval_s, start, end)
     if panels["Pair"].open:
         with panels["Pair"]:
-            _pair_tab(view, params, interval_s)
+            _pair_tab(view, params, interval_s, ctx.rules_db)
     if panels["Scanner"].open:
         with panels["Scanner"]:
             _scanner_tab(ctx, symbols, interval_s, params, start, end)
@@ -1608,12 +2573,10 @@ def _bar_panel(ctx: SourceContext, params: Any, interval_s: int) -> None:
             _backtest_tab(view, interval_s)
     if panels["Alerts"].open:
         with panels["Alerts"]:
-            st.info("Alerts: coming with the alerts issue.")
+            _alerts_tab(ctx)
     if panels["Data"].open:
         with panels["Data"]:
-            st.info(
-                "Data (uploads, datasets, retention): coming with the import issue."
-            )
+            _data_tab(ctx, cfg or AppConfig(), view, params, interval_s, start, end)
     st.caption(
         f"Server time of this refresh: {(time.perf_counter() - began) * 1000:.0f} ms; "
         f"analytics of the window ({view.result.n_bars} bars) last computed "
@@ -1637,6 +2600,9 @@ def render(cfg: AppConfig) -> None:
         st.warning("Choose two different symbols for Y and X in the sidebar.")
         st.stop()
     params = _params()
+    _alert_editor(ctx, params)
+    if ctx.historical:
+        _dataset_notes(ctx, params, interval_s)
     refresh_s = float(ss.refresh_s)
     chart_every = (
         None
@@ -1645,10 +2611,10 @@ def render(cfg: AppConfig) -> None:
     )
     if ctx.historical:
         _live_panel(ctx, params, interval_s)
-        _bar_panel(ctx, params, interval_s)
+        _bar_panel(ctx, params, interval_s, cfg)
         return
     st.fragment(run_every=refresh_s)(_live_panel)(ctx, params, interval_s)
-    st.fragment(run_every=chart_every)(_bar_panel)(ctx, params, interval_s)
+    st.fragment(run_every=chart_every)(_bar_panel)(ctx, params, interval_s, cfg)
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ ENTRY_COLOR = "#ef5350"
 EXIT_COLOR = "#9e9e9e"
 STOP_COLOR = "#ff9800"
 CORR_COLOR = "#80cbc4"
+ALERT_COLOR = "#ffd54f"
 
 SOURCE_COLORS: dict[str, str] = {
     "LIVE": "#2e7d32",
@@ -269,6 +270,7 @@ def pair_figure(
     z_stop: float | None = None,
     band_k: float = 2.0,
     corr_label: str = "rolling corr (log returns)",
+    alert_events: pd.DataFrame | None = None,
 ) -> go.Figure:
     """Five linked panels for a pair: prices, hedge ratio, spread, z-score, correlation.
 
@@ -282,6 +284,11 @@ def pair_figure(
         ``±z_entry``, ``±z_exit`` and ``±z_stop`` (stop omitted when None).
     band_k : spread bands drawn at ``spread_mean ± band_k · spread_std``.
     corr_label : title of the correlation row (returns or price levels).
+    alert_events : optional firings of alert rules on this pair, with columns
+        ``fired_ms`` (ms UTC), ``z`` (the live z at the firing, may be NaN) and
+        ``label`` (hover text). Each firing inside the table's time range is drawn as
+        a star on the z-score row: at its own z, or, when that is missing, at the z
+        of the last bar starting at or before the firing.
 
     Returns
     -------
@@ -368,9 +375,51 @@ def pair_figure(
                 "yaxis": "y4",
             }
         )
+    markers_trace = _alert_trace(x, _num(table["z"]), alert_events)
+    if markers_trace is not None:
+        data.append(markers_trace)
     data.append(_line(x, table["corr"], "corr", 4, color=CORR_COLOR))
     layout["yaxis5"]["range"] = [-1.05, 1.05]
     return _figure(data, layout)
+
+
+def _alert_trace(
+    x: np.ndarray, z: np.ndarray, events: pd.DataFrame | None
+) -> dict[str, Any] | None:
+    """Star markers on the z row for alert firings inside ``[x[0], x[-1] + bar)``."""
+    if events is None or len(events) == 0 or len(x) == 0:
+        return None
+    fired = _num(events["fired_ms"])
+    bar_ms = float(np.median(np.diff(x))) if len(x) > 1 else 0.0
+    inside = (fired >= x[0]) & (fired < x[-1] + max(bar_ms, 1.0))
+    if not inside.any():
+        return None
+    fired = fired[inside]
+    own = _num(events["z"])[inside] if "z" in events else np.full(len(fired), np.nan)
+    idx = np.clip(np.searchsorted(x, fired, side="right") - 1, 0, len(x) - 1)
+    y = np.where(np.isfinite(own), own, z[idx])
+    labels = (
+        [str(v) for v in events["label"].to_numpy()[inside]]
+        if "label" in events
+        else ["alert fired"] * len(fired)
+    )
+    return {
+        "type": "scatter",
+        "mode": "markers",
+        "name": "alert fired",
+        "x": fired,
+        "y": y,
+        "text": labels,
+        "hovertemplate": "%{text}<extra></extra>",
+        "marker": {
+            "symbol": "star",
+            "size": 14,
+            "color": ALERT_COLOR,
+            "line": {"color": "#000000", "width": 1},
+        },
+        "xaxis": "x4",
+        "yaxis": "y4",
+    }
 
 
 def correlation_heatmap(corr: pd.DataFrame, *, title: str) -> go.Figure:

@@ -7,6 +7,8 @@ off (``PAIRDESK_INGEST=0``), so nothing connects anywhere.
 
 from __future__ import annotations
 
+import base64
+import json
 import math
 import re
 import sys
@@ -357,6 +359,12 @@ def test_app_starts_on_empty_database(monkeypatch, tmp_path: Path) -> None:
     texts = " ".join(i.value for i in at.info)
     assert "waiting for" in texts
     assert "LIVE" in " ".join(m.value for m in at.markdown)
+    for tab in ("Alerts", "Data"):
+        at.session_state["main_tab"] = tab
+        at.run()
+        assert not at.exception, (tab, at.exception)
+        assert not at.error, (tab, [e.value for e in at.error])
+    assert "No datasets yet" in " ".join(i.value for i in at.info)
 
 
 def test_app_starts_on_filled_database(monkeypatch, filled_db: Path) -> None:
@@ -654,3 +662,430 @@ def test_run_adf_now_recomputes_the_tests(monkeypatch, filled_db: Path) -> None:
     assert "observations (regression 'c'" in after
     nobs = re.compile(r"on (\d+) observations")
     assert nobs.search(before).group(1) == nobs.search(after).group(1)  # same window
+
+
+# ------------------------------------------------------------- alerts and data tabs
+
+
+def test_pair_figure_marks_alert_firings_on_the_z_row() -> None:
+    """Firings inside the table's span become stars on the z row, at their own z
+    or, without one, at the z of the bar they fell in; firings outside are left out."""
+    table = _pair_table()
+    t0 = int(charts.epoch_ms(table["ts"])[0])
+    events = pd.DataFrame(
+        {
+            "fired_ms": [t0 + 5 * 60_000 + 30_000, t0 + 12 * 60_000, t0 - 60_000],
+            "z": [2.7, np.nan, 1.0],
+            "label": ["a", "b", "outside"],
+        }
+    )
+    fig = charts.pair_figure(
+        table,
+        symbol_y="A",
+        symbol_x="B",
+        z_entry=2.0,
+        z_exit=0.0,
+        alert_events=events,
+    )
+    stars = next(t for t in fig.data if t.name == "alert fired")
+    assert list(stars.x) == [t0 + 330_000, t0 + 720_000]
+    assert list(stars.y) == pytest.approx([2.7, table["z"].iloc[12]])
+    assert list(stars.text) == ["a", "b"]
+    assert (stars.xaxis, stars.yaxis) == ("x4", "y4")
+    go.Figure(fig.to_dict())  # valid plotly
+    plain = charts.pair_figure(table, symbol_y="A", symbol_x="B", z_entry=2, z_exit=0)
+    assert "alert fired" not in {t.name for t in plain.data}
+
+
+def test_csv_helpers_carry_params_and_iso_times() -> None:
+    """The pair CSV starts with '# PARAMS_JSON'; events flatten their snapshots."""
+    import analytics
+    import app
+
+    params = analytics.PairParams(window=30)
+    table = _pair_table(5)
+    lines = app.pair_table_csv(table, params).decode().splitlines()
+    assert lines[0] == "# " + params.to_json()
+    assert analytics.PairParams.from_json(lines[0][2:]) == params
+    assert lines[1].startswith("ts,y,x,beta")
+    assert lines[2].startswith("2024-08-09T00:00:00.000Z,")
+    name = app.pair_export_name("pair", params, table["ts"])
+    assert name == (
+        "pair_BTCUSDT-ETHUSDT_1m_rolling-ols-w30_20240809T000000Z_20240809T000400Z.csv"
+    )
+    events = pd.DataFrame(
+        {
+            "id": [7],
+            "rule_id": [3],
+            "rule_text": ["z > 2"],
+            "fired_ms": [1_723_161_600_000],
+            "value": [2.5],
+            "snapshot_json": ['{"pair": "BTCUSDT/ETHUSDT", "z": 2.5, "beta": 20.0}'],
+            "notify_status": ["none"],
+            "notify_detail": ["no webhook"],
+        }
+    )
+    text = app.events_csv(events).decode().splitlines()
+    assert text[0] == (
+        "id,fired,rule_id,rule,value,pair,interval,price_y,price_x,beta,spread,z,"
+        "notification,detail"
+    )
+    assert text[1] == (
+        "7,2024-08-09T00:00:00.000Z,3,z > 2,2.5,BTCUSDT/ETHUSDT,,,,20.0,,2.5,none,"
+        "no webhook"
+    )
+    assert app.events_export_name(events) == (
+        "alerts_20240809T000000Z_20240809T000000Z.csv"
+    )
+
+
+def _sidebar_errors(at) -> str:
+    return " ".join(e.value for e in at.sidebar.error)
+
+
+def test_rule_editor_validates_adds_toggles_and_deletes(
+    monkeypatch, filled_db: Path
+) -> None:
+    """The sidebar refuses a bad rule with its message and caret, stores a good one
+    with the current pair settings, and toggles and deletes it."""
+    import analytics
+    import storage
+
+    at = _app(monkeypatch, filled_db)
+    at.session_state["main_tab"] = "Alerts"
+    at.run()
+    assert not at.exception, at.exception
+    at.text_input(key="rule_text").input("z >> 2").run()
+    assert _sidebar_errors(at) == (
+        "at position 4: expected a number like 2, -0.5 or 1e-3, got '>'"
+    )
+    assert [c.value for c in at.sidebar.code] == ["z >> 2\n   ^"]
+    assert at.button(key="btn_rule_add").disabled
+    at.text_input(key="rule_text").input("foo > 1").run()
+    assert _sidebar_errors(at) == (
+        "at position 1: unknown metric 'foo'; valid metrics: z, abs(z), spread, "
+        "beta, corr, adf_p, eg_p, half_life, SYMBOL.price, SYMBOL.volume, "
+        "SYMBOL.return"
+    )
+    at.text_input(key="rule_text").input("abs(z) >= 2.5").run()
+    assert not _sidebar_errors(at)
+    at.text_input(key="rule_webhook").input("ftp://example.com/hook").run()
+    assert _sidebar_errors(at) == (
+        "webhook_url must start with http:// or https://, got 'ftp://example.com/hook'"
+    )
+    assert at.button(key="btn_rule_add").disabled
+    at.text_input(key="rule_webhook").input("").run()
+    at.number_input(key="rule_cooldown").set_value(30.0).run()
+    at.button(key="btn_rule_add").click().run()
+    assert not at.exception, at.exception
+    rows = storage.list_alert_rules(filled_db)
+    assert [(r.text, r.cooldown_s, r.enabled) for r in rows] == [
+        ("abs(z) >= 2.5", 30.0, True)
+    ]
+    assert analytics.PairParams.from_json(rows[0].params_json) == analytics.PairParams()
+    assert at.session_state["rule_text"] == ""
+    rule_id = rows[0].id
+    assert f"Rule #{rule_id} added" in " ".join(s.value for s in at.sidebar.success)
+    table = at.dataframe[0].value
+    assert list(table["rule"]) == ["abs(z) >= 2.5"]
+    assert list(table["state"]) == ["state known to the ingesting process"]
+    at.toggle(key=f"rule_on_{rule_id}").set_value(False).run()
+    assert storage.list_alert_rules(filled_db)[0].enabled is False
+    assert list(at.dataframe[0].value["state"]) == ["disabled"]
+    at.toggle(key=f"rule_on_{rule_id}").set_value(True).run()
+    assert storage.list_alert_rules(filled_db)[0].enabled is True
+    at.button(key=f"rule_del_{rule_id}").click().run()
+    assert not at.exception, at.exception
+    assert storage.list_alert_rules(filled_db) == []
+
+
+def _typed_array(value) -> np.ndarray:
+    """A plotly JSON array: a list, or a typed array {"dtype", "bdata"} (base64)."""
+    if isinstance(value, dict):
+        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+    return np.asarray(value)
+
+
+def _add_event(db: Path, rule_id: int, fired_ms: int, z: float) -> int:
+    """Store one firing of `rule_id` as the monitor would."""
+    import storage
+
+    snapshot = {"pair": "BTCUSDT/ETHUSDT", "metric": "abs(z)", "value": abs(z)}
+    snapshot.update({"symbol_y": "BTCUSDT", "symbol_x": "ETHUSDT", "z": z})
+    with storage.Writer(db) as writer:
+        event_id = writer.add_alert_event(
+            rule_id, fired_ms, abs(z), json.dumps(snapshot)
+        )
+        writer.update_alert_event_notification(event_id, "none", "no webhook")
+    return event_id
+
+
+def test_alert_events_show_as_toasts_in_the_tab_and_on_the_chart(
+    monkeypatch, filled_db: Path
+) -> None:
+    """A stored firing is toasted once, listed (and filtered) in the Alerts tab and
+    marked on the Pair tab's z-score chart."""
+    import storage
+
+    at = _app(monkeypatch, filled_db)
+    at.session_state["main_tab"] = "Alerts"
+    at.run()
+    at.text_input(key="rule_text").input("abs(z) > 1").run()
+    at.button(key="btn_rule_add").click().run()
+    at.text_input(key="rule_text").input("BTCUSDT.price > 1").run()
+    at.button(key="btn_rule_add").click().run()
+    z_rule, price_rule = (r.id for r in storage.list_alert_rules(filled_db))
+    assert "No alert events for this filter." in [i.value for i in at.info]
+    fired = int(pd.Timestamp.now(tz="UTC").value // 1_000_000) - 30 * 60_000
+    first = _add_event(filled_db, z_rule, fired, -1.7)
+    at.run()
+    assert not at.exception, at.exception
+    toasts = [t.value for t in at.toast]
+    assert len(toasts) == 1 and toasts[0].startswith("Alert: abs(z) > 1 fired")
+    events = at.dataframe[1].value
+    assert list(events["id"]) == [first]
+    assert list(events["z"]) == [-1.7]
+    at.run()
+    assert not at.toast  # shown once per session
+    _add_event(filled_db, price_rule, fired + 1000, 0.5)
+    at.run()
+    assert len(at.dataframe[1].value) == 2
+    at.selectbox(key="ev_rule").select(f"#{z_rule} abs(z) > 1 (BTCUSDT/ETHUSDT)").run()
+    assert list(at.dataframe[1].value["rule_id"]) == [z_rule]
+    labels = [b.label for b in at.get("download_button")]
+    assert "Download alert history (CSV)" in labels
+    at.session_state["main_tab"] = "Pair"
+    at.run()
+    assert not at.exception, at.exception
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    stars = [t for t in spec["data"] if t.get("name") == "alert fired"]
+    assert len(stars) == 1  # both rules are on this pair: one trace, two stars
+    xs, ys = _typed_array(stars[0]["x"]), _typed_array(stars[0]["y"])
+    assert sorted(xs) == [fired, fired + 1000]
+    assert -1.7 in list(ys)
+
+
+@pytest.mark.slow
+def test_monitor_in_the_service_fires_without_a_browser_refresh(
+    monkeypatch, filled_db: Path
+) -> None:
+    """With ingestion on (an unreachable loopback exchange) the service's alert
+    monitor fires a rule added in the sidebar and the Alerts tab shows its state."""
+    import socket
+    import time
+
+    import streamlit as st
+
+    import storage
+
+    with socket.socket() as sock:  # a loopback port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    at = _app(
+        monkeypatch,
+        filled_db,
+        PAIRDESK_INGEST="1",
+        PAIRDESK_BASE_URL=f"ws://127.0.0.1:{port}/public",
+    )
+    at.session_state["main_tab"] = "Alerts"
+    try:
+        at.run()
+        at.text_input(key="rule_text").input("BTCUSDT.price > 1").run()
+        at.button(key="btn_rule_add").click().run()
+        deadline = time.monotonic() + 30
+        while storage.list_alert_events(filled_db).empty:
+            assert time.monotonic() < deadline, "the monitor never fired"
+            time.sleep(0.5)  # no rerun: the monitor runs in the service thread
+        events = storage.list_alert_events(filled_db)
+        assert list(events["rule_text"]) == ["BTCUSDT.price > 1"]
+        assert list(events["notify_status"]) == ["none"]
+        at.run()
+        assert not at.exception, at.exception
+        states = at.dataframe[0].value
+        assert list(states["state"]) == ["firing"]
+        assert float(states["value"].iloc[0]) > 1
+    finally:
+        st.cache_resource.clear()
+
+
+def _upload(at, path_or_name, content: bytes | None = None, *, dataset: str):
+    """Put a file into the Data tab's uploader, name the dataset, click Import."""
+    if content is None:
+        name, content = Path(path_or_name).name, Path(path_or_name).read_bytes()
+    else:
+        name = path_or_name
+    at.file_uploader(key="upload_file").set_value((name, content, "text/csv")).run()
+    at.text_input(key="upload_name").input(dataset).run()
+    at.button(key="btn_import").click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_imported_dataset_is_a_file_source_and_pair_tab_matches_analytics(
+    monkeypatch, tmp_path: Path, shared_data: Path
+) -> None:
+    """Recorded Binance trades uploaded in the Data tab become 'File: aug8' and the
+    Pair tab's beta and z equal analytics on the same bars."""
+    import analytics
+    import app
+    import storage
+
+    folder = shared_data / "derived_csv"
+    at = _app(monkeypatch, tmp_path / "market.db")
+    at.session_state["main_tab"] = "Data"
+    at.session_state["timeframe"] = "1s"
+    at.session_state["window"] = 30
+    at.run()
+    _upload(at, folder / "BTCUSDT-trades-2024-08-08-span.csv", dataset="aug8")
+    successes = " ".join(s.value for s in at.success)
+    assert "BTCUSDT-trades-2024-08-08-span.csv (trades) -> dataset 'aug8'" in successes
+    _upload(at, folder / "ETHUSDT-trades-2024-08-08-span.csv", dataset="aug8")
+    assert "ETHUSDT-trades-2024-08-08-span.csv (trades)" in " ".join(
+        s.value for s in at.success
+    )
+    assert "File: aug8" in at.sidebar.radio(key="source").options
+    listed = at.dataframe[0].value
+    assert list(listed["dataset"]) == ["aug8"]
+    assert list(listed["symbols"]) == ["BTCUSDT, ETHUSDT"]
+    at.sidebar.radio(key="source").set_value("File: aug8").run()
+    at.session_state["main_tab"] = "Pair"
+    at.run()
+    assert not at.exception, at.exception
+    assert "FILE" in " ".join(m.value for m in at.markdown)
+    db = storage.dataset_db_path(tmp_path, "aug8")
+    params = analytics.PairParams(interval="1s", window=30)
+    expected = _expected(db, 1, params)
+    assert expected.latest.beta is not None
+    assert _metric(at, "β (latest)") == app.fmt_num(expected.latest.beta)
+    assert _metric(at, "z (latest bar)") == app.fmt_num(expected.latest.z, 3)
+    for tab in ("Alerts", "Data", "Backtest"):
+        at.session_state["main_tab"] = tab
+        at.run()
+        assert not at.exception, (tab, at.exception)
+        assert not at.error, (tab, [e.value for e in at.error])
+
+
+def test_bad_upload_shows_error_and_keeps_existing_dataset(
+    monkeypatch, dataset_dir: Path
+) -> None:
+    """A bad file and an oversized file are refused with their message; the dataset
+    of that name is unchanged and no new dataset appears."""
+    import storage
+
+    db = storage.dataset_db_path(dataset_dir, "synth")
+    before = storage.db_stats(db).symbols
+    at = _app(monkeypatch, dataset_dir / "market.db", PAIRDESK_MAX_UPLOAD_ROWS="5")
+    at.session_state["main_tab"] = "Data"
+    at.run()
+    bad = b"timestamp,symbol,price,qty\n1723161600000,BTCUSDT,abc,1\n"
+    _upload(at, "bad.csv", bad, dataset="synth")
+    assert [e.value for e in at.error] == [
+        "bad.csv, row 2, column 'price', value 'abc': not a number"
+    ]
+    rows = "".join(
+        f"{1723161600000 + i * 1000},BTCUSDT,{100 + i},1\n" for i in range(10)
+    )
+    _upload(
+        at, "big.csv", b"timestamp,symbol,price,qty\n" + rows.encode(), dataset="big"
+    )
+    assert [e.value for e in at.error] == [
+        "big.csv: more than 5 rows; nothing was imported. Import large files with "
+        "the command line, which streams any size: python ingestion.py import FILE "
+        "--dataset big"
+    ]
+    assert storage.list_datasets(dataset_dir) == ["synth"]
+    assert storage.db_stats(db).symbols == before
+    assert at.sidebar.radio(key="source").options == ["Live", "Demo", "File: synth"]
+
+
+def test_dataset_rename_and_delete_follow_the_source(
+    monkeypatch, dataset_dir: Path
+) -> None:
+    """Renaming the shown dataset keeps it selected; delete asks first, then falls
+    back to Live."""
+    import storage
+
+    at = _app(monkeypatch, dataset_dir / "market.db")
+    at.session_state["source"] = "File: synth"
+    at.session_state["main_tab"] = "Data"
+    at.run()
+    at.text_input(key="ds_new_name").input("bad name!").run()
+    at.button(key="btn_ds_rename").click().run()
+    assert [e.value for e in at.error] == [
+        "Rename refused: new: a dataset name is 1-64 letters, digits, '_' or '-', "
+        "got 'bad name!'"
+    ]
+    at.text_input(key="ds_new_name").input("aug").run()
+    at.button(key="btn_ds_rename").click().run()
+    assert not at.exception, at.exception
+    assert storage.list_datasets(dataset_dir) == ["aug"]
+    assert at.session_state["source"] == "File: aug"
+    at.button(key="btn_ds_delete").click().run()
+    assert "This cannot be undone" in " ".join(w.value for w in at.warning)
+    at.button(key="btn_ds_delete_no").click().run()
+    assert storage.list_datasets(dataset_dir) == ["aug"]
+    at.button(key="btn_ds_delete").click().run()
+    at.button(key="btn_ds_delete_yes").click().run()
+    assert not at.exception, at.exception
+    assert storage.list_datasets(dataset_dir) == []
+    assert at.session_state["source"] == "Live"
+    assert "Dataset 'aug' deleted." in [s.value for s in at.success]
+
+
+def test_bar_only_dataset_is_read_through_stored_bars(
+    monkeypatch, tmp_path: Path
+) -> None:
+    """A dataset holding only 1 m bars (klines) feeds the Pair tab, and the alert
+    preview evaluates a rule on it."""
+    import analytics
+    import app
+    import storage
+
+    db = storage.dataset_db_path(tmp_path, "klines")
+    y = _bars(300, start_ms=DATASET_END_MS - 300 * 60_000, seed=3)
+    x = y.copy()
+    rng = np.random.default_rng(5)
+    for col in ("open", "high", "low", "close", "vwap"):
+        x[col] = y[col] / 20.0
+    x["close"] = x["close"] + rng.normal(0.0, 0.05, len(x))
+    x["high"] = np.maximum(x["high"], x["close"])
+    x["low"] = np.minimum(x["low"], x["close"])
+    with storage.Writer(db) as writer:
+        writer.write_bars("BTCUSDT", 60, y)
+        writer.write_bars("ETHUSDT", 60, x)
+    with storage.Writer(tmp_path / "market.db") as writer:
+        writer.add_alert_rule(
+            "BTCUSDT.price > 1",
+            analytics.PairParams().to_json(),
+            60.0,
+            True,
+            None,
+            "json",
+        )
+    at = _app(monkeypatch, tmp_path / "market.db")
+    at.session_state["source"] = "File: klines"
+    at.session_state["main_tab"] = "Pair"
+    at.run()
+    assert not at.exception, at.exception
+    params = analytics.PairParams()
+    start = DATASET_END_MS - 3 * 3600 * 1000
+    legs = [
+        storage.read_bars(db, s, 60, start, DATASET_END_MS)
+        for s in ("BTCUSDT", "ETHUSDT")
+    ]
+    expected = analytics.pair_analytics(legs[0], legs[1], params)
+    assert _metric(at, "β (latest)") == app.fmt_num(expected.latest.beta)
+    assert _metric(at, "BTCUSDT last") == app.fmt_num(y["close"].iloc[-1], 8)
+    assert not at.warning
+    at.selectbox(key="timeframe").select("1s").run()
+    assert [w.value for w in at.warning] == [
+        "Dataset 'klines' holds 1m bars of BTCUSDT: choose a timeframe that is a "
+        "multiple of 1m."
+    ]
+    at.selectbox(key="timeframe").select("1m").run()
+    at.session_state["main_tab"] = "Alerts"
+    at.run()
+    assert not at.exception, at.exception
+    preview = at.dataframe[0].value
+    assert list(preview["would fire"]) == ["TRUE now"]
+    assert float(preview["value"].iloc[0]) == pytest.approx(y["close"].iloc[-1])

@@ -100,12 +100,15 @@ def test_demo_dashboard_runs_in_chromium(tmp_path: Path) -> None:
                 kept = page.evaluate(f"() => document.querySelector('{plot}').mark")
                 assert kept == 1, "the paused market chart was redrawn"
                 _no_exception(page)
-                for tab in ("Scanner", "Stats", "Table", "Backtest"):
+                for tab in ("Scanner", "Stats", "Table", "Backtest", "Alerts", "Data"):
                     tools.open_tab(page, tab)
                     time.sleep(2.0)
                     _no_exception(page)
                     shot = ARTIFACTS / f"browser_{tab.lower()}.png"
                     page.screenshot(path=str(shot), full_page=True)
+                # the Data tab (open last) offers the upload and the downloads
+                page.get_by_text("Downloads (CSV)").first.wait_for(timeout=30_000)
+                _no_exception(page)
             finally:
                 browser.close()
     except BaseException:
