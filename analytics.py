@@ -20,6 +20,7 @@ Conventions
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import warnings
@@ -31,7 +32,7 @@ import pandas as pd
 
 import unitroot
 from models import normalize_symbol
-from resampling import align_pair, bars_per_year, parse_interval
+from resampling import align_pair_arrays, bars_per_year, parse_interval
 
 SECONDS_PER_YEAR = 365 * 24 * 3600
 HEDGE_METHODS = ("ols", "huber", "theil_sen", "rolling_ols", "kalman")
@@ -124,7 +125,7 @@ class _Moments:
     cxy: np.ndarray
 
 
-def _rolling_moments(x: np.ndarray, y: np.ndarray, window: int) -> _Moments:
+def _rolling_moments(x: np.ndarray, y: np.ndarray | None, window: int) -> _Moments:
     """O(n) rolling means and centred sums of squares/products over trailing windows.
 
     The series is cut into blocks of ``window`` points; each block is centred on
@@ -133,66 +134,78 @@ def _rolling_moments(x: np.ndarray, y: np.ndarray, window: int) -> _Moments:
     the first block's reference. No sum runs over more than ``window`` points and
     every sum is taken about a nearby reference, so there is no catastrophic
     cancellation on price levels such as 60 000 (naive running sums of x^2 lose ~8
-    digits there). A window holding
-    a NaN yields NaN.
+    digits there). A window holding a NaN yields NaN.
+
+    With ``y=None`` only the x moments are computed (``mean_y``, ``cyy`` and ``cxy``
+    are then ``mean_x``, ``cxx`` and ``cxx``): the one-series case of the z-score
+    and the volatility, at half the cost.
+
+    The window starting at s = k w + j (block k, offset j) ends at t = s + w - 1;
+    its suffix part is the flat suffix sum at s, its prefix part (j > 0) the flat
+    prefix sum at t, so both are contiguous slices of the flattened block sums.
     """
     n = x.size
-    out_nan = np.full(n, np.nan)
     if n < window:
+        out_nan = np.full(n, np.nan)
         return _Moments(
-            out_nan, out_nan.copy(), out_nan.copy(), out_nan.copy(), out_nan
+            out_nan, out_nan.copy(), out_nan.copy(), out_nan.copy(), out_nan.copy()
         )
     nb = -(-n // window)
     pad = nb * window - n
-    # NaN padding keeps the last block's reference on real data only; padded cells are
-    # never part of a complete window.
-    xb = np.concatenate([x, np.full(pad, np.nan)]).reshape(nb, window)
-    yb = np.concatenate([y, np.full(pad, np.nan)]).reshape(nb, window)
-    # Reference of each block: its first finite value, so that no value stamped on
-    # bar t depends (even in rounding) on bars after t.
-    refs = []
     rows = np.arange(nb)
-    for block in (xb, yb):
-        fin = np.isfinite(block)
-        first = block[rows, np.argmax(fin, axis=1)]
-        refs.append(np.where(fin.any(axis=1), first, 0.0))
-    rx, ry = refs
-    dx = xb - rx[:, None]
-    dy = yb - ry[:, None]
-    parts = {"x": dx, "y": dy, "xx": dx * dx, "yy": dy * dy, "xy": dx * dy}
-    pre = {k: np.cumsum(v, axis=1) for k, v in parts.items()}
-    suf = {k: np.cumsum(v[:, ::-1], axis=1)[:, ::-1] for k, v in parts.items()}
-    t = np.arange(window - 1, n)
-    s = t - window + 1
+    t_last = n - window + 1  # number of complete windows
+    s = np.arange(t_last)
     k = s // window
-    j = s % window
-    whole = j == 0
+    whole = (s % window) == 0
     kn = np.minimum(k + 1, nb - 1)
-    jm = np.maximum(j - 1, 0)
-    m = j.astype("float64")
-    # prefix part of block k+1 (j points), re-centred from r_{k+1} to r_k
-    ddx = rx[kn] - rx[k]
-    ddy = ry[kn] - ry[k]
-    b1x = np.where(whole, 0.0, pre["x"][kn, jm])
-    b1y = np.where(whole, 0.0, pre["y"][kn, jm])
-    bxx = np.where(whole, 0.0, pre["xx"][kn, jm])
-    byy = np.where(whole, 0.0, pre["yy"][kn, jm])
-    bxy = np.where(whole, 0.0, pre["xy"][kn, jm])
-    mm = np.where(whole, 0.0, m)
+    mm = np.where(whole, 0.0, (s % window).astype("float64"))
+    w = float(window)
+
+    def centred(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Blocks of values minus each block's reference, the references, and the
+        per-window shift from block k's reference to block k+1's."""
+        # NaN padding keeps the last block's reference on real data only; padded
+        # cells are never part of a complete window.
+        blocks = np.concatenate([values, np.full(pad, np.nan)]).reshape(nb, window)
+        # Reference of each block: its first finite value, so that no value stamped
+        # on bar t depends (even in rounding) on bars after t.
+        fin = np.isfinite(blocks)
+        first = blocks[rows, np.argmax(fin, axis=1)]
+        ref = np.where(fin.any(axis=1), first, 0.0)
+        return blocks - ref[:, None], ref, ref[kn] - ref[k]
+
+    def window_sums(part: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Suffix sum of each window's first block and prefix sum of its second."""
+        suf = np.cumsum(part[:, ::-1], axis=1)[:, ::-1].reshape(-1)[:t_last]
+        pre = np.cumsum(part, axis=1).reshape(-1)[window - 1 : n]
+        return suf, np.where(whole, 0.0, pre)
+
+    dx, rx, ddx = centred(x)
+    sx, b1x = window_sums(dx)
+    sxx, bxx = window_sums(dx * dx)
+    mean_x = np.full(n, np.nan)
+    cxx = np.full(n, np.nan)
     with np.errstate(invalid="ignore"):
-        s1x = suf["x"][k, j] + b1x + mm * ddx
-        s1y = suf["y"][k, j] + b1y + mm * ddy
-        sxx = suf["xx"][k, j] + bxx + 2 * ddx * b1x + mm * ddx * ddx
-        syy = suf["yy"][k, j] + byy + 2 * ddy * b1y + mm * ddy * ddy
-        sxy = suf["xy"][k, j] + bxy + ddx * b1y + ddy * b1x + mm * ddx * ddy
-        w = float(window)
-        mean_x, mean_y = out_nan.copy(), out_nan.copy()
-        cxx, cyy, cxy = out_nan.copy(), out_nan.copy(), out_nan.copy()
-        mean_x[t] = rx[k] + s1x / w
-        mean_y[t] = ry[k] + s1y / w
-        cxx[t] = np.maximum(sxx - s1x * s1x / w, 0.0)
-        cyy[t] = np.maximum(syy - s1y * s1y / w, 0.0)
-        cxy[t] = sxy - s1x * s1y / w
+        s1x = sx + b1x + mm * ddx
+        sxx = sxx + bxx + 2 * ddx * b1x + mm * ddx * ddx
+        mean_x[window - 1 :] = rx[k] + s1x / w
+        cxx[window - 1 :] = np.maximum(sxx - s1x * s1x / w, 0.0)
+    if y is None:
+        return _Moments(mean_x, mean_x, cxx, cxx, cxx)
+    dy, ry, ddy = centred(y)
+    sy, b1y = window_sums(dy)
+    syy, byy = window_sums(dy * dy)
+    sxy, bxy = window_sums(dx * dy)
+    mean_y = np.full(n, np.nan)
+    cyy = np.full(n, np.nan)
+    cxy = np.full(n, np.nan)
+    with np.errstate(invalid="ignore"):
+        s1y = sy + b1y + mm * ddy
+        syy = syy + byy + 2 * ddy * b1y + mm * ddy * ddy
+        sxy = sxy + bxy + ddx * b1y + ddy * b1x + mm * ddx * ddy
+        mean_y[window - 1 :] = ry[k] + s1y / w
+        cyy[window - 1 :] = np.maximum(syy - s1y * s1y / w, 0.0)
+        cxy[window - 1 :] = sxy - s1x * s1y / w
     return _Moments(mean_x, mean_y, cxx, cyy, cxy)
 
 
@@ -661,7 +674,7 @@ def rolling_zscore(series: Any, window: int) -> RollingZScore:
     """
     s = _as_float_array(series, "series")
     window = _check_window(window)
-    mom = _rolling_moments(s, s, window)
+    mom = _rolling_moments(s, None, window)
     with np.errstate(invalid="ignore", divide="ignore"):
         std = np.sqrt(mom.cxx / (window - 1))
         bad = _degenerate(mom.cxx, mom.mean_x, window)
@@ -799,7 +812,7 @@ def rolling_volatility(returns: Any, window: int, interval_s: int) -> RollingVol
     r = _as_float_array(returns, "returns")
     window = _check_window(window)
     factor = annualization_factor(interval_s)
-    mom = _rolling_moments(r, r, window)
+    mom = _rolling_moments(r, None, window)
     vol = np.sqrt(mom.cxx / (window - 1)) * factor
     ok = int(np.isfinite(r).sum()) >= window
     msg = "" if ok else _insufficient(int(np.isfinite(r).sum()), window, "returns")
@@ -992,7 +1005,8 @@ def engle_granger(
     -----
     Step 1: OLS y = alpha + beta x + u. Step 2: ADF on u without deterministic terms;
     statistic and MacKinnon p-value / critical values for N=2, trend "c". This is
-    statsmodels 0.15's ``coint``, reproduced by ``unitroot.coint`` (chosen lag reported).
+    statsmodels 0.15's ``coint``, reproduced by ``unitroot.coint`` (chosen lag
+    reported).
     """
     _check_adf_args("n", autolag, maxlag)
     ya, xa = _finite_pairs(*_pair_arrays(y, x))
@@ -1167,6 +1181,37 @@ class SignalResult:
     message: str = ""
 
 
+# Per-bar call by 3 * (position changed) + position + 1: unchanged short, flat, long;
+# then changed to short, to flat, to long.
+_CALL_LABELS = np.array(
+    [SIGNAL_HOLD, SIGNAL_NEUTRAL, SIGNAL_HOLD, SIGNAL_SELL, SIGNAL_EXIT, SIGNAL_BUY],
+    dtype=object,
+)
+
+
+# The labels as the string array pandas infers from an object array of str (pandas
+# 3's "str" dtype); None where pandas keeps such data as object.
+_CALL_STRINGS = (
+    None
+    if pd.Series(_CALL_LABELS).dtype == object
+    else pd.array(_CALL_LABELS.tolist(), dtype=pd.Series(_CALL_LABELS).dtype)
+)
+
+
+def _call_codes(pos: np.ndarray) -> np.ndarray:
+    """Index of each bar's call in _CALL_LABELS: 3 * (changed) + position + 1."""
+    prev = np.r_[np.int8(0), pos[:-1]] if pos.size else pos
+    return 3 * (pos != prev) + pos.astype("int64") + 1
+
+
+def _call_column(pos: np.ndarray, calls: np.ndarray) -> Any:
+    """The calls as the table's string column: taken from a six-value string array
+    (what pandas infers from ``calls``, built ~3x faster)."""
+    if pos.size == 0 or _CALL_STRINGS is None:
+        return calls  # pandas keeps an empty object column as object
+    return _CALL_STRINGS.take(_call_codes(pos))
+
+
 def _check_thresholds(entry: float, exit: float, stop: float | None) -> None:
     """Validate z-score thresholds."""
     if not (isinstance(entry, (int, float)) and 0 < entry < math.inf):
@@ -1207,13 +1252,29 @@ def zscore_signals(
     _check_thresholds(entry, exit, stop)
     za = _as_float_array(z, "z")
     n = za.size
-    pos = np.zeros(n, dtype="int8")
     cur = 0
     blocked = 0  # side that was stopped out and may not re-enter yet
     st = math.inf if stop is None else float(stop)
-    for i, zi in enumerate(za.tolist()):
+    held = [0] * n
+    zl = za.tolist()
+    # Bars beyond the entry bands: the only ones where a flat, unblocked state can
+    # change, so the loop jumps from one to the next while flat (NaN bars and bars
+    # inside the bands keep it flat and unblocked).
+    with np.errstate(invalid="ignore"):
+        outside = np.flatnonzero(np.abs(za) > entry).tolist()
+    n_out = len(outside)
+    j = 0
+    i = 0
+    while i < n:
+        if cur == 0 and not blocked:
+            j = bisect.bisect_left(outside, i, j)
+            if j == n_out:
+                break
+            i = outside[j]
+        zi = zl[i]
         if zi != zi:  # NaN: hold
-            pos[i] = cur
+            held[i] = cur
+            i += 1
             continue
         if blocked and abs(zi) <= entry:
             blocked = 0
@@ -1230,18 +1291,10 @@ def zscore_signals(
                 cur = 1
             elif zi > entry and zi <= st and blocked != -1:
                 cur = -1
-        pos[i] = cur
-    prev = np.r_[0, pos[:-1]] if n else pos
-    calls = np.select(
-        [
-            (pos == 1) & (prev != 1),
-            (pos == -1) & (prev != -1),
-            (pos == 0) & (prev != 0),
-            pos != 0,
-        ],
-        [SIGNAL_BUY, SIGNAL_SELL, SIGNAL_EXIT, SIGNAL_HOLD],
-        SIGNAL_NEUTRAL,
-    ).astype(object)
+        held[i] = cur
+        i += 1
+    pos = np.array(held, dtype="int8")
+    calls = _CALL_LABELS[_call_codes(pos)]
     signal = str(calls[-1]) if n else SIGNAL_NEUTRAL
     return SignalResult(
         pos,
@@ -1514,9 +1567,7 @@ def backtest(
     if not (isinstance(notional, (int, float)) and 0 < notional < math.inf):
         raise ValueError(f"notional must be a finite number > 0, got {notional!r}")
     bpy = bars_per_year(interval_s)
-    ts_arr = None if ts is None else pd.DatetimeIndex(pd.to_datetime(ts, utc=True))
-    za = np.full(n, np.nan) if z is None else _as_float_array(z, "z")
-    empty_trades = pd.DataFrame({c: [] for c in TRADE_COLUMNS})
+    za = None if z is None else _as_float_array(z, "z")
     if n < 2:
         zeros = np.zeros(n)
         return BacktestResult(
@@ -1529,7 +1580,7 @@ def backtest(
             0.0,
             0,
             None,
-            empty_trades,
+            _empty_trades(),
             0.0,
             False,
             _insufficient(n, 2, "bars"),
@@ -1537,59 +1588,80 @@ def backtest(
     pos = np.nan_to_num(np.clip(np.round(pa), -1, 1)).astype("int64")
     cost_rate = (fee_bps + slippage_bps) / 1e4
     # forward-filled prices for marking to market across missing bars
-    yf = pd.Series(ya).ffill().to_numpy()
-    xf = pd.Series(xa).ffill().to_numpy()
+    yf = _ffill(ya)
+    xf = _ffill(xa)
     tradable = np.isfinite(yf) & np.isfinite(xf) & np.isfinite(ba) & (yf > 0)
-    # state machine over position changes (tight loop, cheap per bar)
-    pnl = np.zeros(n)
-    ret = np.zeros(n)
+    # State machine over position changes: a tight loop over Python floats (numpy
+    # scalar indexing costs ~10x more per bar). Only bars holding or wanting a
+    # position can book anything: the position held into bar t is non-zero only if
+    # positions[t-1] is, so flat stretches are skipped; their pnl stays 0.0.
+    active = pos != 0
+    active[1:] |= pos[:-1] != 0
+    idx = np.flatnonzero(active)
+    prev = np.maximum(idx - 1, 0)
+    steps = idx.tolist()
+    pnl_l = [0.0] * len(steps)
+    ret_l = [0.0] * len(steps)
     costs = 0.0
     cur, qy, qx, gross = 0, 0.0, 0.0, 0.0
-    trades: list[dict[str, Any]] = []
-    open_trade: dict[str, Any] | None = None
+    # closed and open trades as (entry bar, exit bar or -1, side, pnl, return)
+    trades: list[tuple[int, int, int, float, float]] = []
+    entry_i = side = 0
     trade_pnl = 0.0
-    yl, xl, bl, pl, tl = yf.tolist(), xf.tolist(), ba.tolist(), pos.tolist(), tradable
-    for t in range(n):
+    # values on each active bar t and on bar t - 1
+    yl, xl, bl = yf[idx].tolist(), xf[idx].tolist(), ba[idx].tolist()
+    yp, xp = yf[prev].tolist(), xf[prev].tolist()
+    pl, tl = pos[idx].tolist(), tradable[idx].tolist()
+    for i, t in enumerate(steps):
+        p_t = pl[i]
+        pnl_t = 0.0
+        ret_t = 0.0
         if t > 0 and cur != 0:
-            move = cur * (qy * (yl[t] - yl[t - 1]) - qx * (xl[t] - xl[t - 1]))
+            move = cur * (qy * (yl[i] - yp[i]) - qx * (xl[i] - xp[i]))
             if move == move:
-                pnl[t] += move
-                ret[t] += move / gross
+                pnl_t += move
+                ret_t += move / gross
                 trade_pnl += move
-        want = pl[t] if tl[t] else (cur if pl[t] == cur else 0)
+        want = p_t if tl[i] else (cur if p_t == cur else 0)
         if want != cur:
             if cur != 0:
-                value = qy * yl[t] + abs(qx) * xl[t]
+                value = qy * yl[i] + abs(qx) * xl[i]
                 c = cost_rate * value if value == value else 0.0
-                pnl[t] -= c
-                ret[t] -= c / gross
+                pnl_t -= c
+                ret_t -= c / gross
                 costs += c
                 trade_pnl -= c
-                open_trade.update(exit_i=t, pnl=trade_pnl, ret=trade_pnl / gross)
-                trades.append(open_trade)
-                open_trade = None
+                trades.append((entry_i, t, side, trade_pnl, trade_pnl / gross))
             if want != 0:
-                qy = notional / yl[t]
-                qx = bl[t] * qy
-                gross = qy * yl[t] + abs(qx) * xl[t]
+                qy = notional / yl[i]
+                qx = bl[i] * qy
+                gross = qy * yl[i] + abs(qx) * xl[i]
                 c = cost_rate * gross
-                pnl[t] -= c
-                ret[t] -= cost_rate
+                pnl_t -= c
+                ret_t -= cost_rate
                 costs += c
                 trade_pnl = -c
-                open_trade = {"entry_i": t, "side": want}
+                entry_i, side = t, want
             cur = want
-    if open_trade is not None:
-        open_trade.update(exit_i=None, pnl=trade_pnl, ret=trade_pnl / gross)
-        trades.append(open_trade)
+        pnl_l[i] = pnl_t
+        ret_l[i] = ret_t
+    if cur != 0:
+        trades.append((entry_i, -1, side, trade_pnl, trade_pnl / gross))
+    pnl = np.zeros(n)
+    ret = np.zeros(n)
+    pnl[steps] = pnl_l
+    ret[steps] = ret_l
     equity = 1.0 + np.cumsum(ret)
     peak = np.maximum.accumulate(equity)
     max_dd = float(np.max(peak - equity))
     sd = float(np.std(ret, ddof=1))
     sharpe = float(ret.mean() / sd * math.sqrt(bpy)) if sd > 1e-15 else None
-    closed = [tr for tr in trades if tr["exit_i"] is not None]
-    wins = sum(1 for tr in closed if tr["pnl"] > 0)
-    trades_df = _trades_frame(trades, ts_arr, za) if trades else empty_trades
+    closed = [tr for tr in trades if tr[1] >= 0]
+    wins = sum(1 for tr in closed if tr[3] > 0)
+    if trades:
+        trades_df = _trades_frame(trades, ts, np.full(n, np.nan) if za is None else za)
+    else:
+        trades_df = _empty_trades()
     return BacktestResult(
         equity=equity,
         returns=ret,
@@ -1605,34 +1677,43 @@ def backtest(
     )
 
 
+def _empty_trades() -> pd.DataFrame:
+    """A trades frame without rows (a copy of one built once)."""
+    return _EMPTY_TRADES.copy()
+
+
+_EMPTY_TRADES = pd.DataFrame({c: [] for c in TRADE_COLUMNS})
+
+
 def _trades_frame(
-    trades: list[dict[str, Any]], ts: pd.DatetimeIndex | None, z: np.ndarray
+    trades: list[tuple[int, int, int, float, float]], ts: Any, z: np.ndarray
 ) -> pd.DataFrame:
-    """The trades list as a DataFrame with TRADE_COLUMNS."""
-    entry = np.array([tr["entry_i"] for tr in trades], dtype="int64")
-    exit_ = np.array(
-        [-1 if tr["exit_i"] is None else tr["exit_i"] for tr in trades], dtype="int64"
-    )
+    """The trades list as a DataFrame with TRADE_COLUMNS (timestamps when ts given,
+    else bar numbers with -1 for an open trade's exit)."""
+    entry_i, exit_i, side, pnl, ret = zip(*trades, strict=True)
+    entry = np.array(entry_i, dtype="int64")
+    exit_ = np.array(exit_i, dtype="int64")
     closed = exit_ >= 0
     if ts is None:
         entry_ts: Any = entry
-        exit_ts: Any = np.where(closed, exit_, -1)
+        exit_ts: Any = exit_
     else:
-        entry_ts = ts[entry]
-        exit_ts = ts[np.maximum(exit_, 0)].where(closed)
+        if isinstance(ts, pd.DatetimeIndex) and str(ts.tz) == "UTC":
+            stamps = ts.array  # already what to_datetime(utc=True) gives
+        else:
+            stamps = pd.DatetimeIndex(pd.to_datetime(ts, utc=True)).array
+        entry_ts = stamps.take(entry)
+        exit_ts = stamps.take(exit_, allow_fill=True)  # -1 (open) -> NaT
     return pd.DataFrame(
         {
             "entry_ts": entry_ts,
             "exit_ts": exit_ts,
-            "side": [
-                "long spread" if tr["side"] > 0 else "short spread" for tr in trades
-            ],
+            "side": ["long spread" if s > 0 else "short spread" for s in side],
             "entry_z": z[entry],
             "exit_z": np.where(closed, z[np.maximum(exit_, 0)], np.nan),
-            "pnl": [float(tr["pnl"]) for tr in trades],
-            "return": [float(tr["ret"]) for tr in trades],
-        },
-        columns=list(TRADE_COLUMNS),
+            "pnl": np.array(pnl, dtype="float64"),
+            "return": np.array(ret, dtype="float64"),
+        }
     )
 
 
@@ -1890,8 +1971,10 @@ def _expand(values: np.ndarray, valid_idx: np.ndarray, n: int) -> np.ndarray:
 
 
 def _ffill(values: np.ndarray) -> np.ndarray:
-    """Forward-fill NaNs."""
-    return pd.Series(values).ffill().to_numpy()
+    """Forward-fill NaNs (as pandas ``ffill``; leading NaNs stay NaN)."""
+    idx = np.where(np.isnan(values), 0, np.arange(values.size))
+    np.maximum.accumulate(idx, out=idx)
+    return values[idx]
 
 
 def _none_if_nan(value: Any) -> float | None:
@@ -1942,19 +2025,18 @@ def pair_analytics(
     interval_s = params.interval_s
     window = params.window
     messages: list[str] = []
-    aligned = align_pair(
+    aligned = align_pair_arrays(
         bars_y, bars_x, max_ffill=params.max_ffill, interval_s=interval_s
     )
-    frame = aligned.frame
-    n = len(frame)
-    py = frame["y"].to_numpy("float64")
-    px = frame["x"].to_numpy("float64")
-    good_price = np.isfinite(py) & np.isfinite(px) & (py > 0) & (px > 0)
+    n = aligned.ts.size
+    py, px = aligned.y, aligned.x
+    with np.errstate(invalid="ignore"):
+        good_price = np.isfinite(py) & np.isfinite(px) & (py > 0) & (px > 0)
     excluded = ~good_price | liquidity_filter(
-        frame["y_trades"],
-        frame["x_trades"],
-        frame["y_notional"],
-        frame["x_notional"],
+        aligned.y_trades,
+        aligned.x_trades,
+        aligned.y_notional,
+        aligned.x_notional,
         min_trades=params.min_trades,
         min_notional=params.min_notional,
     )
@@ -2035,7 +2117,7 @@ def pair_analytics(
     if params.price_space == "log":
         with np.errstate(all="ignore"):
             bt_beta = bt_beta * py / px
-    ts = frame["ts"]
+    ts = aligned.ts
     bt = backtest(
         py,
         px,
@@ -2049,9 +2131,12 @@ def pair_analytics(
         z=z_col,
     )
     # tests and regime on the in-sample spread
-    in_spread = (
-        spread(vy, vx, in_sample.beta, in_sample.alpha) if in_sample.ok else vy * np.nan
-    )
+    if not in_sample.ok:
+        in_spread = vy * np.nan
+    elif hedge_in_sample:
+        in_spread = spread_v  # the same in-sample spread, computed above
+    else:
+        in_spread = spread(vy, vx, in_sample.beta, in_sample.alpha)
     hl = half_life(in_spread)
     adf_res = eg_res = None
     if with_tests:
@@ -2075,7 +2160,7 @@ def pair_analytics(
         messages.append(_insufficient(0, window, "bars"))
     table = pd.DataFrame(
         {
-            "ts": ts.reset_index(drop=True),
+            "ts": ts,
             "y": py,
             "x": px,
             "beta": beta_col,
@@ -2086,18 +2171,18 @@ def pair_analytics(
             "z": z_col,
             "corr": corr_col,
             "position": sig.position.astype("int64"),
-            "signal": sig.calls,
-            "y_trades": frame["y_trades"].to_numpy(),
-            "x_trades": frame["x_trades"].to_numpy(),
-            "y_notional": frame["y_notional"].to_numpy(),
-            "x_notional": frame["x_notional"].to_numpy(),
+            "signal": _call_column(sig.position, sig.calls),
+            "y_trades": aligned.y_trades,
+            "x_trades": aligned.x_trades,
+            "y_notional": aligned.y_notional,
+            "x_notional": aligned.x_notional,
             "excluded": excluded,
             "equity": bt.equity,
         }
     )
     if n:
         latest = LatestValues(
-            ts=table["ts"].iloc[-1],
+            ts=ts[-1],
             beta=_none_if_nan(beta_col[-1]),
             alpha=_none_if_nan(alpha_col[-1]),
             spread=_none_if_nan(spread_col[-1]),

@@ -247,6 +247,62 @@ class AlignedPair:
     interval_s: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class AlignedArrays:
+    """Two symbols' bars on one clock, as numpy arrays (``align_pair`` without a frame).
+
+    Attributes
+    ----------
+    ts : DatetimeIndex
+        UTC bucket starts (``datetime64[ms, UTC]``), sorted.
+    ts_ms : ndarray of int64
+        The same instants in ms since the epoch.
+    y, x : ndarray of float64
+        Closes (real or carried forward).
+    y_trades, x_trades : ndarray of int64
+        Trade counts, 0 on a filled bar.
+    y_notional, x_notional : ndarray of float64
+        Quote volume, 0 on a filled bar.
+    y_filled, x_filled : ndarray of bool
+        Whether the close was carried forward.
+    filled_y, filled_x, dropped, max_ffill, interval_s
+        As in :class:`AlignedPair`.
+    """
+
+    ts: pd.DatetimeIndex
+    ts_ms: np.ndarray
+    y: np.ndarray
+    x: np.ndarray
+    y_trades: np.ndarray
+    x_trades: np.ndarray
+    y_notional: np.ndarray
+    x_notional: np.ndarray
+    y_filled: np.ndarray
+    x_filled: np.ndarray
+    filled_y: int
+    filled_x: int
+    dropped: int
+    max_ffill: int
+    interval_s: int | None
+
+    def frame(self) -> pd.DataFrame:
+        """The aligned columns as ``AlignedPair.frame``."""
+        return pd.DataFrame({c: getattr(self, c) for c in ALIGNED_COLUMNS})
+
+
+ALIGNED_COLUMNS = (
+    "ts",
+    "y",
+    "x",
+    "y_trades",
+    "x_trades",
+    "y_notional",
+    "x_notional",
+    "y_filled",
+    "x_filled",
+)
+
+
 def align_pair(
     bars_y: pd.DataFrame,
     bars_x: pd.DataFrame,
@@ -280,90 +336,146 @@ def align_pair(
     ValueError
         When ``max_ffill`` is negative or a frame lacks ``ts``/``close``.
     """
+    arrays = align_pair_arrays(
+        bars_y, bars_x, max_ffill=max_ffill, interval_s=interval_s
+    )
+    return AlignedPair(
+        frame=arrays.frame(),
+        filled_y=arrays.filled_y,
+        filled_x=arrays.filled_x,
+        dropped=arrays.dropped,
+        max_ffill=arrays.max_ffill,
+        interval_s=arrays.interval_s,
+    )
+
+
+def align_pair_arrays(
+    bars_y: pd.DataFrame,
+    bars_x: pd.DataFrame,
+    *,
+    max_ffill: int = 0,
+    interval_s: int | None = None,
+) -> AlignedArrays:
+    """:func:`align_pair` returning numpy arrays instead of a DataFrame.
+
+    Same parameters, rules and errors as :func:`align_pair`; cost O(n) when both
+    legs are sorted (the usual case), O(n log n) otherwise. This is the form
+    ``analytics.pair_analytics`` uses, so that the pandas work is done once.
+    """
     if isinstance(max_ffill, bool) or not isinstance(max_ffill, (int, np.integer)):
         raise ValueError(f"max_ffill must be an integer >= 0, got {max_ffill!r}")
     if max_ffill < 0:
         raise ValueError(f"max_ffill must be an integer >= 0, got {max_ffill!r}")
     if interval_s is not None:
         _check_interval_s(interval_s)
-    legs = {}
-    for name, bars in (("y", bars_y), ("x", bars_x)):
-        if "ts" not in bars.columns or "close" not in bars.columns:
-            raise ValueError(
-                f"bars_{name} must have columns ts and close, got {list(bars.columns)}"
-            )
-        ts_ms = _to_epoch_ms(bars["ts"])
-        n = len(bars)
-        cols = {
-            "close": bars["close"].to_numpy("float64"),
-            "trades": (
-                bars["trades"].to_numpy("float64") if "trades" in bars else np.zeros(n)
-            ),
-            "notional": (
-                bars["quote_volume"].to_numpy("float64")
-                if "quote_volume" in bars
-                else np.zeros(n)
-            ),
-        }
-        order = np.argsort(ts_ms, kind="stable")
-        ts_ms = ts_ms[order]
-        last_of_dup = np.r_[ts_ms[1:] != ts_ms[:-1], True] if n else np.zeros(0, bool)
-        legs[name] = (
-            ts_ms[last_of_dup],
-            {k: v[order][last_of_dup] for k, v in cols.items()},
-        )
-    all_ms = np.union1d(legs["y"][0], legs["x"][0])
+    ts_y, cols_y = _leg_arrays(bars_y, "y")
+    ts_x, cols_x = _leg_arrays(bars_x, "x")
+    same_clock = ts_y.size == ts_x.size and np.array_equal(ts_y, ts_x)
+    all_ms = ts_y if same_clock else _sorted_union(ts_y, ts_x)
     if interval_s is None:
-        step = _spacing_ms(all_ms)
+        step = _spacing_ms(all_ms, is_unique=True)
         interval_s = None if step is None else max(1, step // 1000)
-    limit_ms = 0 if interval_s is None else max_ffill * interval_s * 1000
-    picks = {}
-    for name, (leg_ts, _) in legs.items():
-        pos = np.searchsorted(leg_ts, all_ms, side="right") - 1
-        safe = np.maximum(pos, 0)
-        seen = (pos >= 0) & (leg_ts.size > 0)
-        prev_ms = leg_ts[safe] if leg_ts.size else np.zeros_like(all_ms)
-        have = seen & (prev_ms == all_ms)
-        can = seen & ~have & (all_ms - prev_ms <= limit_ms)
-        picks[name] = (safe, have, can)
-    keep = (picks["y"][1] | picks["y"][2]) & (picks["x"][1] | picks["x"][2])
-    data: dict[str, object] = {
-        "ts": pd.to_datetime(all_ms[keep], unit="ms", utc=True).as_unit("ms")
-    }
+    out: dict[str, np.ndarray] = {}
     filled = {}
-    for name, (_, cols) in legs.items():
-        safe, have, can = (a[keep] for a in picks[name])
-        if cols["close"].size:
-            data[name] = cols["close"][safe]
-            trades = np.where(have, cols["trades"][safe], 0.0)
-            notional = np.where(have, cols["notional"][safe], 0.0)
-        else:
-            data[name] = trades = notional = np.zeros(0)
-        data[f"{name}_trades"] = np.nan_to_num(trades).astype("int64")
-        data[f"{name}_notional"] = notional
-        data[f"{name}_filled"] = can
-        filled[name] = int(can.sum())
-    columns = [
-        "ts",
-        "y",
-        "x",
-        "y_trades",
-        "x_trades",
-        "y_notional",
-        "x_notional",
-        "y_filled",
-        "x_filled",
-    ]
-    out = pd.DataFrame({c: data[c] for c in columns})
-    dropped = int(all_ms.size - int(keep.sum()))
-    return AlignedPair(
-        frame=out,
+    if same_clock:
+        # Both legs on the same buckets: nothing to join, fill or drop.
+        keep_ms = all_ms.copy()  # may be a view of the caller's frame
+        for name, cols in (("y", cols_y), ("x", cols_x)):
+            out[name] = cols["close"].copy()
+            out[f"{name}_trades"] = _count_column(cols["trades"])
+            out[f"{name}_notional"] = cols["notional"].copy()
+            out[f"{name}_filled"] = np.zeros(keep_ms.size, dtype=bool)
+            filled[name] = 0
+        dropped = 0
+    else:
+        limit_ms = 0 if interval_s is None else max_ffill * interval_s * 1000
+        picks = {
+            name: _leg_picks(leg_ts, all_ms, limit_ms)
+            for name, leg_ts in (("y", ts_y), ("x", ts_x))
+        }
+        keep = (picks["y"][1] | picks["y"][2]) & (picks["x"][1] | picks["x"][2])
+        keep_ms = all_ms[keep]
+        for name, cols in (("y", cols_y), ("x", cols_x)):
+            safe, have, can = (a[keep] for a in picks[name])
+            if cols["close"].size:
+                out[name] = cols["close"][safe]
+                trades = np.where(have, cols["trades"][safe], 0.0)
+                notional = np.where(have, cols["notional"][safe], 0.0)
+            else:
+                out[name] = trades = notional = np.zeros(0)
+            out[f"{name}_trades"] = _count_column(trades)
+            out[f"{name}_notional"] = notional
+            out[f"{name}_filled"] = can
+            filled[name] = int(can.sum())
+        dropped = int(all_ms.size - keep_ms.size)
+    ts = pd.DatetimeIndex(keep_ms.astype("datetime64[ms]")).tz_localize("UTC")
+    return AlignedArrays(
+        ts=ts,
+        ts_ms=keep_ms,
         filled_y=filled["y"],
         filled_x=filled["x"],
         dropped=dropped,
         max_ffill=int(max_ffill),
         interval_s=interval_s,
+        **out,
     )
+
+
+def _leg_arrays(
+    bars: pd.DataFrame, name: str
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """One leg's ms timestamps (sorted, last row of a duplicate kept) and columns."""
+    if "ts" not in bars.columns or "close" not in bars.columns:
+        raise ValueError(
+            f"bars_{name} must have columns ts and close, got {list(bars.columns)}"
+        )
+    ts_ms = _to_epoch_ms(bars["ts"])
+    n = ts_ms.size
+    cols = {
+        "close": bars["close"].to_numpy("float64"),
+        "trades": (
+            bars["trades"].to_numpy("float64") if "trades" in bars else np.zeros(n)
+        ),
+        "notional": (
+            bars["quote_volume"].to_numpy("float64")
+            if "quote_volume" in bars
+            else np.zeros(n)
+        ),
+    }
+    if n < 2 or bool(np.all(ts_ms[1:] > ts_ms[:-1])):
+        return ts_ms, cols  # already sorted and unique: the usual case
+    order = np.argsort(ts_ms, kind="stable")
+    ts_ms = ts_ms[order]
+    last_of_dup = np.r_[ts_ms[1:] != ts_ms[:-1], True]
+    return ts_ms[last_of_dup], {k: v[order][last_of_dup] for k, v in cols.items()}
+
+
+def _sorted_union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Sorted unique values of two int arrays (``np.union1d`` without hashing)."""
+    both = np.concatenate([a, b])
+    both.sort(kind="stable")
+    if both.size < 2:
+        return both
+    return both[np.r_[True, both[1:] != both[:-1]]]
+
+
+def _leg_picks(
+    leg_ts: np.ndarray, all_ms: np.ndarray, limit_ms: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per clock bucket: the leg's last row at or before it, whether that row is on
+    the bucket, and whether it may be carried forward to it."""
+    pos = np.searchsorted(leg_ts, all_ms, side="right") - 1
+    safe = np.maximum(pos, 0)
+    seen = (pos >= 0) & (leg_ts.size > 0)
+    prev_ms = leg_ts[safe] if leg_ts.size else np.zeros_like(all_ms)
+    have = seen & (prev_ms == all_ms)
+    can = seen & ~have & (all_ms - prev_ms <= limit_ms)
+    return safe, have, can
+
+
+def _count_column(values: np.ndarray) -> np.ndarray:
+    """Trade counts as int64 (NaN counts as 0)."""
+    return np.nan_to_num(values).astype("int64")
 
 
 _NAT_MS = np.iinfo("int64").min
@@ -380,18 +492,21 @@ def _check_interval_s(interval_s: int) -> None:
 
 
 def _to_epoch_ms(values: pd.Series) -> np.ndarray:
-    """Integer ms since the epoch from int ms or datetimes (naive means UTC)."""
+    """Integer ms since the epoch from int ms or datetimes (naive means UTC; NaT is
+    the int64 minimum)."""
     if pd.api.types.is_datetime64_any_dtype(values.dtype):
-        ts = values
-        if getattr(ts.dt, "tz", None) is None:
-            ts = ts.dt.tz_localize("UTC")
-        return ts.dt.as_unit("ms").astype("int64").to_numpy()
+        # tz-aware or naive (= UTC) datetimes: the int64 ms behind the array, no copy
+        # through Series accessors.
+        return np.asarray(values.array.as_unit("ms").asi8)
     return values.to_numpy(dtype="int64")
 
 
-def _spacing_ms(ts_ms: np.ndarray) -> int | None:
-    """The gcd of the positive differences of sorted ms timestamps, or None."""
-    diffs = np.diff(np.unique(ts_ms))
+def _spacing_ms(ts_ms: np.ndarray, *, is_unique: bool = False) -> int | None:
+    """The gcd of the positive differences of ms timestamps, or None.
+
+    ``is_unique`` says ts_ms is already sorted and free of duplicates.
+    """
+    diffs = np.diff(ts_ms if is_unique else np.unique(ts_ms))
     if diffs.size == 0:
         return None
     return int(np.gcd.reduce(diffs.astype("int64")))
@@ -433,8 +548,10 @@ def bars_per_year(interval_s: int) -> float:
 
 
 __all__ = [
+    "AlignedArrays",
     "AlignedPair",
     "align_pair",
+    "align_pair_arrays",
     "bars_per_year",
     "empty_bars",
     "format_interval",

@@ -475,6 +475,54 @@ def test_zscore_signals_rejects_exit_beyond_entry():
         A.zscore_signals([0.0], entry=2.0, exit=2.0)
 
 
+def _reference_signals(z, entry, exit, stop):
+    """Plain per-bar state machine written from the zscore_signals docstring."""
+    st_ = math.inf if stop is None else stop
+    cur, blocked, out = 0, 0, []
+    for zi in z:
+        if not math.isnan(zi):
+            if blocked and abs(zi) <= entry:
+                blocked = 0
+            if cur == 1 and (zi >= -exit or zi < -st_):
+                blocked, cur = (1 if zi < -st_ else blocked), 0
+            elif cur == -1 and (zi <= exit or zi > st_):
+                blocked, cur = (-1 if zi > st_ else blocked), 0
+            if cur == 0 and -st_ <= zi < -entry and blocked != 1:
+                cur = 1
+            elif cur == 0 and entry < zi <= st_ and blocked != -1:
+                cur = -1
+        out.append(cur)
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(-6, 6), st.just(math.nan), st.just(math.inf), st.just(-math.inf)
+        ),
+        max_size=120,
+    ),
+    st.floats(0.5, 3.0),
+    st.floats(-0.9, 0.9),
+    st.one_of(st.none(), st.floats(0.1, 2.0)),
+)
+def test_zscore_signals_equal_a_plain_per_bar_loop(z, entry, exit_frac, stop_gap):
+    """Positions and calls equal a plain per-bar loop on random z with NaN and inf."""
+    exit_ = exit_frac * entry
+    stop = None if stop_gap is None else entry + stop_gap
+    res = A.zscore_signals(z, entry, exit_, stop)
+    ref = _reference_signals(z, entry, exit_, stop)
+    assert res.position.tolist() == ref
+    names = {1: "BUY SPREAD", -1: "SELL SPREAD", 0: "EXIT"}
+    calls = [
+        names[p] if p != q else ("HOLD" if p else "NEUTRAL")
+        for p, q in zip(ref, ([0, *ref])[:-1], strict=True)
+    ]
+    assert res.calls.tolist() == calls
+    assert res.signal == (calls[-1] if calls else "NEUTRAL")
+
+
 # ---------------------------------------------------------------------- backtest
 
 
@@ -508,6 +556,64 @@ def test_backtest_five_bars_by_hand():
     assert first["entry_z"] == -2.5 and first["exit_z"] == 0.1
     assert pd.isna(res.trades.iloc[1]["exit_ts"]) and len(res.trades) == 2
     assert res.costs == pytest.approx(0.2 + 0.205 + 0.2 * 20600 / 20400)
+
+
+def _reference_backtest(y, x, beta, pos, cost_rate, notional):
+    """Plain per-bar backtest from the backtest docstring: (pnl, returns, trades)."""
+    yf = pd.Series(y).ffill().tolist()
+    xf = pd.Series(x).ffill().tolist()
+    n = len(yf)
+    pnl, ret, trades = [0.0] * n, [0.0] * n, []
+    cur, qy, qx, gross, entry, trade = 0, 0.0, 0.0, 0.0, 0, 0.0
+    for t in range(n):
+        if t > 0 and cur != 0:
+            move = cur * (qy * (yf[t] - yf[t - 1]) - qx * (xf[t] - xf[t - 1]))
+            if not math.isnan(move):
+                pnl[t] += move
+                ret[t] += move / gross
+                trade += move
+        ok = all(map(math.isfinite, (yf[t], xf[t], beta[t]))) and yf[t] > 0
+        want = pos[t] if ok else (cur if pos[t] == cur else 0)
+        if want != cur:
+            if cur != 0:
+                value = qy * yf[t] + abs(qx) * xf[t]
+                c = 0.0 if math.isnan(value) else cost_rate * value
+                pnl[t] -= c
+                ret[t] -= c / gross
+                trade -= c
+                trades.append((entry, t, trade))
+            if want != 0:
+                qy = notional / yf[t]
+                qx = beta[t] * qy
+                gross = qy * yf[t] + abs(qx) * xf[t]
+                pnl[t] -= cost_rate * gross
+                ret[t] -= cost_rate
+                trade, entry = -cost_rate * gross, t
+            cur = want
+    if cur != 0:
+        trades.append((entry, -1, trade))
+    return pnl, ret, trades
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, 150), st.integers(0, 2**32 - 1), st.booleans())
+def test_backtest_equals_a_plain_per_bar_loop(n, seed, holes):
+    """pnl, returns and trades equal a plain loop over every bar, NaN bars included."""
+    rng = np.random.default_rng(seed)
+    y = 100 + np.cumsum(rng.normal(0, 1, n))
+    x = 50 + np.cumsum(rng.normal(0, 1, n))
+    beta = rng.normal(2.0, 0.1, n)
+    if holes:
+        y[rng.random(n) < 0.1] = np.nan
+        beta[rng.random(n) < 0.1] = np.nan
+    pos = np.repeat(rng.choice([-1, 0, 1], n), 1)
+    res = A.backtest(y, x, beta, pos, fee_bps=3.0, slippage_bps=1.0, notional=500.0)
+    pnl, ret, trades = _reference_backtest(y, x, beta, pos.tolist(), 4e-4, 500.0)
+    np.testing.assert_array_equal(res.pnl, pnl)
+    np.testing.assert_array_equal(res.returns, ret)
+    assert res.trades["entry_ts"].tolist() == [t[0] for t in trades]
+    assert res.trades["exit_ts"].tolist() == [t[1] for t in trades]
+    assert res.trades["pnl"].tolist() == [t[2] for t in trades]
 
 
 def test_backtest_has_no_look_ahead():

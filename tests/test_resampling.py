@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from models import BAR_COLUMNS
 from resampling import (
     align_pair,
+    align_pair_arrays,
     format_interval,
     parse_interval,
     resample_bars,
@@ -230,6 +231,65 @@ def test_align_pair_rejects_negative_fill():
     """max_ffill below zero is a caller mistake."""
     with pytest.raises(ValueError, match="max_ffill must be an integer >= 0, got -1"):
         align_pair(_bars([0], [1]), _bars([0], [1]), max_ffill=-1)
+
+
+def test_align_pair_arrays_hold_the_frame_columns():
+    """align_pair_arrays gives align_pair's columns as arrays, with the same counts."""
+    y = _bars([0, 1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6, 7])
+    x = _bars([0, 4], [10, 50])
+    frame = align_pair(y, x, max_ffill=2)
+    arrays = align_pair_arrays(y, x, max_ffill=2)
+    pd.testing.assert_frame_equal(arrays.frame(), frame.frame)
+    assert arrays.ts.dtype == "datetime64[ms, UTC]"
+    assert arrays.ts_ms.tolist() == [0, 1000, 2000, 4000, 5000, 6000]
+    assert (arrays.filled_x, arrays.dropped, arrays.interval_s) == (4, 1, 1)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(st.integers(0, 40), max_size=40),
+    st.lists(st.integers(0, 40), max_size=40),
+    st.integers(0, 3),
+)
+def test_align_pair_equals_a_pandas_reindex(ts_y, ts_x, max_ffill):
+    """Unsorted, duplicated or equal clocks align as a pandas union + bounded ffill."""
+    rng = np.random.default_rng(len(ts_y) * 41 + len(ts_x))
+
+    def bars(ts_s):
+        return pd.DataFrame(
+            {
+                "ts": pd.to_datetime(
+                    np.array(ts_s, "int64") * 60_000, unit="ms", utc=True
+                ),
+                "close": rng.uniform(1, 2, len(ts_s)),
+                "trades": rng.integers(1, 9, len(ts_s)),
+                "quote_volume": rng.uniform(1, 2, len(ts_s)),
+            }
+        )
+
+    by = bars(ts_y)
+    bx = by.copy() if rng.random() < 0.3 else bars(ts_x)
+    out = align_pair(by, bx, max_ffill=max_ffill, interval_s=60).frame
+
+    def leg(b):  # last row of a duplicated bucket, on the union clock, ffilled
+        last = b.sort_values("ts", kind="stable").drop_duplicates("ts", keep="last")
+        return last.set_index("ts")
+
+    ly, lx = leg(by), leg(bx)
+    clock = ly.index.union(lx.index)
+    grid = pd.date_range("1970-01-01", periods=41, freq="1min", tz="UTC")
+
+    def filled(close):
+        on_grid = close.reindex(grid)
+        return (on_grid.ffill(limit=max_ffill) if max_ffill else on_grid).reindex(clock)
+
+    ry, rx = filled(ly["close"]), filled(lx["close"])
+    keep = ry.notna() & rx.notna()
+    assert out["ts"].tolist() == clock[keep.to_numpy()].tolist()
+    np.testing.assert_array_equal(out["y"], ry[keep].to_numpy())
+    np.testing.assert_array_equal(out["x"], rx[keep].to_numpy())
+    trades = ly["trades"].reindex(clock[keep.to_numpy()]).fillna(0).astype("int64")
+    np.testing.assert_array_equal(out["y_trades"], trades.to_numpy())
 
 
 tick_lists = st.lists(
