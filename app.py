@@ -12,6 +12,11 @@ argument            environment variable     meaning (default)
 ``--symbols``       ``PAIRDESK_SYMBOLS``     ``BTCUSDT,ETHUSDT``
 ``--base-url URL``  ``PAIRDESK_BASE_URL``    exchange stream base URL, route included
 ``--no-ingest``     ``PAIRDESK_INGEST=0``    show the database without ingesting
+``--rest-url URL``  ``PAIRDESK_REST_URL``    Binance USD-M REST base URL for Live
+                                             (``https://fapi.binance.com``)
+``--no-rest``       ``PAIRDESK_REST=0``      Live from the WebSocket alone: no
+                                             exchange history, gap refill or
+                                             symbol check
 (none)              ``PAIRDESK_MAX_UPLOAD_   rows an upload may hold (5 000 000; the
                     ROWS``                   size cap is ``server.maxUploadSize``)
 ==================  =======================  =========================================
@@ -30,6 +35,15 @@ new firings; the Alerts tab shows rule states and the event history (on a datase
 one-off preview of the rules on its latest bars). The Data tab imports uploads into
 datasets (``datafiles.import_file``), renames and deletes datasets, and offers CSV
 downloads of ticks, bars, the pair table, backtest trades and the alert history.
+
+REST (Live only; never Demo, whose synthetic prices must not mix with real klines,
+nor a dataset): the Live service also runs a ``rest.RestSync`` task that warm-starts
+each symbol with the last 24 h of 1 m klines and refills gaps. Symbols typed in the
+sidebar are checked against ``exchangeInfo`` first (``RestClient.
+check_symbols_blocking``, cached 10 minutes): refused ones keep the previous symbols
+running; when REST is unreachable the check is skipped with a note. The status bar
+shows a one-line REST summary; the market and pair charts mark where exchange
+history ends and live data begins.
 """
 
 from __future__ import annotations
@@ -66,6 +80,7 @@ import analytics  # noqa: E402
 import charts  # noqa: E402
 import datafiles  # noqa: E402
 import resampling  # noqa: E402
+import rest  # noqa: E402
 import storage  # noqa: E402
 from models import BAR_COLUMNS, parse_symbols  # noqa: E402
 
@@ -118,6 +133,8 @@ WEBHOOK_FORMAT_LABELS = {
     "discord": "Discord",
     "telegram": "Telegram sendMessage",
 }
+SYMBOL_CHECK_TTL_S = 600.0  # a symbol check is reused this long per symbol set
+SKIPPED_CHECK_TTL_S = 60.0  # a skipped check (REST unreachable) is retried sooner
 
 
 # --------------------------------------------------------------------------------------
@@ -139,6 +156,9 @@ class AppConfig:
     base_url : stream base URL for Live, route included; None for the default.
     ingest : False shows the database read-only and starts no ingestion or replay.
     max_upload_rows : an upload with more data rows is refused (nothing is kept).
+    rest_url : Binance USD-M REST base URL used by Live (history, refill, check).
+    rest : False turns the REST side off (Live from the WebSocket alone); Demo and
+        datasets never use REST whatever this says.
     """
 
     source: str = "live"
@@ -148,6 +168,8 @@ class AppConfig:
     base_url: str | None = None
     ingest: bool = True
     max_upload_rows: int = DEFAULT_MAX_UPLOAD_ROWS
+    rest_url: str = rest.DEFAULT_REST_URL
+    rest: bool = True
 
 
 def _arg_parser() -> argparse.ArgumentParser:
@@ -158,6 +180,8 @@ def _arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("--symbols")
     parser.add_argument("--base-url", dest="base_url")
     parser.add_argument("--no-ingest", dest="no_ingest", action="store_true")
+    parser.add_argument("--rest-url", dest="rest_url")
+    parser.add_argument("--no-rest", dest="no_rest", action="store_true")
     return parser
 
 
@@ -172,7 +196,8 @@ def parse_config(
         own ``sys.argv`` is harmless).
     environ : ``PAIRDESK_SOURCE``, ``PAIRDESK_DB``, ``PAIRDESK_SYMBOLS``,
         ``PAIRDESK_BASE_URL``, ``PAIRDESK_INGEST`` (``0``/``false``/``no`` disables),
-        ``PAIRDESK_MAX_UPLOAD_ROWS`` (integer >= 1).
+        ``PAIRDESK_MAX_UPLOAD_ROWS`` (integer >= 1), ``PAIRDESK_REST_URL``,
+        ``PAIRDESK_REST`` (``0``/``false``/``no`` disables).
 
     Returns
     -------
@@ -185,7 +210,8 @@ def parse_config(
     Raises
     ------
     ValueError
-        When the source is not live/demo or a symbol is invalid, naming the setting.
+        When the source is not live/demo, a symbol is invalid or the REST URL is
+        not http(s), naming the setting.
     """
     args, _unknown = _arg_parser().parse_known_args(list(argv))
     source = (args.source or environ.get("PAIRDESK_SOURCE") or "live").strip().lower()
@@ -207,6 +233,15 @@ def parse_config(
     base_url = args.base_url or environ.get("PAIRDESK_BASE_URL") or None
     ingest_env = environ.get("PAIRDESK_INGEST", "1").strip().lower()
     ingest = not args.no_ingest and ingest_env not in ("0", "false", "no", "off")
+    rest_url = (
+        args.rest_url or environ.get("PAIRDESK_REST_URL") or rest.DEFAULT_REST_URL
+    ).strip()
+    if not re.match(r"^https?://[^/\s]+", rest_url):
+        raise ValueError(
+            f"rest_url must be an http:// or https:// URL, got {rest_url!r}"
+        )
+    rest_env = environ.get("PAIRDESK_REST", "1").strip().lower()
+    rest_on = not args.no_rest and rest_env not in ("0", "false", "no", "off")
     rows_text = environ.get("PAIRDESK_MAX_UPLOAD_ROWS", "").strip()
     max_rows = DEFAULT_MAX_UPLOAD_ROWS
     if rows_text:
@@ -223,6 +258,8 @@ def parse_config(
         base_url=base_url,
         ingest=ingest,
         max_upload_rows=max_rows,
+        rest_url=rest_url.rstrip("/"),
+        rest=rest_on,
     )
 
 
@@ -272,14 +309,18 @@ class ServiceRegistry:
     (the demo replay restarted with other symbols). Each service carries an
     ``alerts.AlertMonitor`` of its database as a service task, so rules fire with no
     browser open, and only in the process holding the writer lease (the service
-    runs its tasks only while it writes).
+    runs its tasks only while it writes). A Live service given a REST URL also
+    carries a ``rest.RestSync`` task (warm start, gap refill); the sync exists
+    before its service (``rest_sync``) so the sidebar can check symbols with its
+    client (shared rate limit, ban and block state, cached ``exchangeInfo``).
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._services: dict[tuple[str, str], Any] = {}
-        self._urls: dict[tuple[str, str], str | None] = {}
+        self._urls: dict[tuple[str, str], tuple[str | None, str | None]] = {}
         self._monitors: dict[tuple[str, str], Any] = {}
+        self._syncs: dict[tuple[str, str], Any] = {}
         self._replay: Any = None
         self._replay_symbols: tuple[str, ...] = ()
 
@@ -297,6 +338,23 @@ class ServiceRegistry:
                 self._replay_symbols = tuple(symbols)
             return str(self._replay.url)
 
+    def _sync_locked(self, key: tuple[str, str], rest_url: str) -> Any:
+        """The REST sync of a key for ``rest_url`` (created or replaced); lock held."""
+        sync = self._syncs.get(key)
+        if sync is None or sync.client.base_url != rest_url.rstrip("/"):
+            sync = rest.RestSync(
+                rest_url,
+                db_path=Path(key[1]),
+                api_key=os.environ.get(rest.API_KEY_ENV) or None,
+            )
+            self._syncs[key] = sync
+        return sync
+
+    def rest_sync(self, source: str, db_path: Path, rest_url: str) -> Any:
+        """The ``rest.RestSync`` of a source's service (created first if need be)."""
+        with self._lock:
+            return self._sync_locked((source, str(db_path)), rest_url)
+
     def service(
         self,
         source: str,
@@ -305,14 +363,20 @@ class ServiceRegistry:
         symbols: Sequence[str],
         *,
         start: bool = True,
+        rest_url: str | None = None,
     ) -> Any:
-        """The (started) ingestion service of a source, with these symbols."""
+        """The (started) ingestion service of a source, with these symbols.
+
+        With ``rest_url`` the service also runs the source's ``rest.RestSync`` as a
+        task; None runs no REST (Demo, ``--no-rest``).
+        """
         import ingestion
 
         key = (source, str(db_path))
+        urls = (base_url, rest_url.rstrip("/") if rest_url else None)
         with self._lock:
             service = self._services.get(key)
-            if service is not None and self._urls.get(key) != base_url:
+            if service is not None and self._urls.get(key) != urls:
                 service.stop(timeout=2.0)
                 service = None
             if service is None:
@@ -323,12 +387,17 @@ class ServiceRegistry:
                 if base_url:
                     kwargs["base_url"] = base_url
                 monitor = alerts.AlertMonitor(Path(db_path))
+                tasks: list[Any] = [monitor.run]
+                if rest_url:
+                    tasks.append(self._sync_locked(key, rest_url).run)
+                else:
+                    self._syncs.pop(key, None)
                 service = ingestion.IngestionService(
-                    ingestion.IngestionConfig(**kwargs), tasks=[monitor.run]
+                    ingestion.IngestionConfig(**kwargs), tasks=tasks
                 )
                 self._services[key] = service
                 self._monitors[key] = monitor
-                self._urls[key] = base_url
+                self._urls[key] = urls
                 if start:
                     service.start()
             elif tuple(service.config.symbols) != tuple(symbols):
@@ -344,6 +413,7 @@ class ServiceRegistry:
                 service.stop(timeout=5.0)
             self._services.clear()
             self._monitors.clear()
+            self._syncs.clear()
             if self._replay is not None:
                 self._replay.stop(timeout=2.0)
                 self._replay = None
@@ -357,6 +427,14 @@ class ServiceRegistry:
         """The alert monitor run by a source's service, else None."""
         with self._lock:
             return self._monitors.get((source, str(db_path)))
+
+    def existing_sync(self, source: str, db_path: Path) -> Any:
+        """The REST sync run by a source's service, else None."""
+        key = (source, str(db_path))
+        with self._lock:
+            if key not in self._services or self._urls[key][1] is None:
+                return None
+            return self._syncs.get(key)
 
 
 @st.cache_resource(show_spinner=False, on_release=ServiceRegistry.shutdown)
@@ -826,8 +904,118 @@ def _apply_pending() -> None:
         ss.source = pending_source
 
 
-def _sidebar(datasets: list[str]) -> None:
-    """All controls; validated values land in session state, bad input keeps the old."""
+def source_key(choice: str) -> str:
+    """The registry key of a sidebar source: ``live``, ``demo`` or ``file:NAME``."""
+    if choice.startswith("File: "):
+        return f"file:{choice.removeprefix('File: ')}"
+    return choice.lower()
+
+
+def rest_enabled(cfg: AppConfig, source: str) -> bool:
+    """REST (history, refill, symbol check) runs for Live with ingestion on only.
+
+    Never for Demo (synthetic prices must not mix with real klines) nor a dataset.
+    """
+    return cfg.ingest and cfg.rest and source == "live"
+
+
+def cached_symbol_check(client: Any, symbols: Sequence[str]) -> Any:
+    """``client.check_symbols_blocking(symbols)``, reused per symbol set in this
+    session: ``SYMBOL_CHECK_TTL_S`` after a real check, ``SKIPPED_CHECK_TTL_S``
+    after a skipped one (REST unreachable), so a rerun costs no request."""
+    ss = st.session_state
+    cache: dict[tuple[str, tuple[str, ...]], tuple[float, Any]] = ss.setdefault(
+        "symbol_checks", {}
+    )
+    key = (str(client.base_url), tuple(symbols))
+    now = time.monotonic()
+    hit = cache.get(key)
+    if hit is not None:
+        at, check = hit
+        ttl = SYMBOL_CHECK_TTL_S if check.checked else SKIPPED_CHECK_TTL_S
+        if now - at < ttl:
+            return check
+    check = client.check_symbols_blocking(list(symbols))
+    cache[key] = (now, check)
+    while len(cache) > 16:
+        del cache[next(iter(cache))]
+    if check.available:
+        ss.rest_available = list(check.available)
+    return check
+
+
+def _symbol_checker(cfg: AppConfig) -> Any:
+    """For Live with REST: a function of symbols giving their ``rest.SymbolCheck``
+    (through the Live sync's client); else None (no check)."""
+    if not rest_enabled(cfg, source_key(st.session_state.source)):
+        return None
+
+    def check(symbols: Sequence[str]) -> Any:
+        sync = registry().rest_sync("live", _source_db("live", cfg), cfg.rest_url)
+        return cached_symbol_check(sync.client, symbols)
+
+    return check
+
+
+def _refused_by_check(wanted: Sequence[str], check: Any) -> bool:
+    """Show the symbol check's outcome; True when the symbols must not be used.
+
+    Refused symbols keep the previous ones running (at start, with nothing older,
+    they stay, with the error); a skipped check passes the symbols with a note.
+    """
+    ss = st.session_state
+    sb = st.sidebar
+    if check is None:
+        return False
+    if not check.checked:
+        sb.info(_sentence(check.note[:1].upper() + check.note[1:]))
+        return False
+    if not check.invalid:
+        return False
+    note = _sentence("Symbol check " + check.note)
+    if list(wanted) == list(ss.symbols):
+        sb.error(f"{note} Correct the symbols above.")
+        return False
+    sb.error(f"{note} Still using {', '.join(ss.symbols)}.")
+    return True
+
+
+def _sentence(text: str) -> str:
+    """``text`` ending with a full stop (kept as is when it ends with ?, ! or .)."""
+    text = text.rstrip()
+    return text if text.endswith(("?", "!", ".")) else text + "."
+
+
+def _pick_symbols() -> None:
+    """Picker callback: the chosen perpetuals become the Symbols text."""
+    ss = st.session_state
+    ss.symbols_text = ",".join(ss.symbol_picker)
+
+
+def _symbol_picker() -> None:
+    """The trading perpetuals of the last symbol check, to pick symbols from."""
+    ss = st.session_state
+    available = list(ss.get("rest_available") or ())
+    if not available:
+        return
+    ss.symbol_picker = [s for s in ss.symbols if s in set(available)]
+    with st.sidebar.expander(f"Binance USD-M perpetuals ({len(available)})"):
+        st.multiselect(
+            "Pick symbols",
+            available,
+            key="symbol_picker",
+            on_change=_pick_symbols,
+            help="Trading perpetual contracts from exchangeInfo; the choice replaces "
+            "the Symbols field.",
+        )
+
+
+def _sidebar(datasets: list[str], check_symbols: Any = None) -> None:
+    """All controls; validated values land in session state, bad input keeps the old.
+
+    ``check_symbols(symbols)`` returns a ``rest.SymbolCheck`` (Live with REST) or
+    None; a refused symbol keeps the previous symbols.
+    """
     ss = st.session_state
     sb = st.sidebar
     sb.header("PairDesk")
@@ -851,8 +1039,12 @@ def _sidebar(datasets: list[str]) -> None:
                 f"symbols: a pair needs at least two symbols, got {len(wanted)}. "
                 f"Still using {', '.join(ss.symbols)}."
             )
-        else:
+        elif not _refused_by_check(
+            wanted, check_symbols(wanted) if check_symbols else None
+        ):
             ss.symbols = wanted
+    if check_symbols is not None:
+        _symbol_picker()
     symbols = ss.symbols
     if ss.pair_y not in symbols:
         ss.pair_y = symbols[0]
@@ -977,6 +1169,7 @@ class SourceContext:
         for Live and Demo; the Live database for a dataset (whose rules are
         previewed on the dataset, never fired).
     monitor : the alert monitor of the service (None without a service).
+    rest : the ``rest.RestSync`` run by the service (Live with REST only), else None.
     """
 
     label: str
@@ -985,6 +1178,7 @@ class SourceContext:
     historical: bool
     rules_db: Path
     monitor: Any = None
+    rest: Any = None
 
 
 def _service_for(source: str, cfg: AppConfig, symbols: tuple[str, ...]) -> Any:
@@ -995,7 +1189,12 @@ def _service_for(source: str, cfg: AppConfig, symbols: tuple[str, ...]) -> Any:
     base_url = reg.demo_url(symbols) if source == "demo" else cfg.base_url
     user_stopped = bool(st.session_state.get("user_stopped", False))
     return reg.service(
-        source, _source_db(source, cfg), base_url, symbols, start=not user_stopped
+        source,
+        _source_db(source, cfg),
+        base_url,
+        symbols,
+        start=not user_stopped,
+        rest_url=cfg.rest_url if rest_enabled(cfg, source) else None,
     )
 
 
@@ -1003,12 +1202,8 @@ def _select_source(cfg: AppConfig) -> SourceContext:
     """Resolve the sidebar source into a database and a running service."""
     ss = st.session_state
     choice = ss.source
-    if choice.startswith("File: "):
-        source = f"file:{choice.removeprefix('File: ')}"
-        label = "FILE"
-    else:
-        source = choice.lower()
-        label = choice.upper()
+    source = source_key(choice)
+    label = "FILE" if source.startswith("file:") else choice.upper()
     previous = ss.get("active_source_key")
     if previous and previous != source and cfg.ingest:
         # The user switched away: stop what the previous source ran in this process.
@@ -1025,6 +1220,11 @@ def _select_source(cfg: AppConfig) -> SourceContext:
         if service is not None and cfg.ingest
         else None
     )
+    sync = (
+        registry().existing_sync(source, db_path)
+        if service is not None and rest_enabled(cfg, source)
+        else None
+    )
     return SourceContext(
         label=label,
         db_path=db_path,
@@ -1032,6 +1232,7 @@ def _select_source(cfg: AppConfig) -> SourceContext:
         historical=historical,
         rules_db=cfg.db_path if historical else db_path,
         monitor=monitor,
+        rest=sync,
     )
 
 
@@ -1149,6 +1350,8 @@ def _status_bar(ctx: SourceContext, symbols: Sequence[str]) -> None:
         f" <span style='opacity:0.6'>&nbsp;{where}</span>",
         unsafe_allow_html=True,
     )
+    if ctx.rest is not None:
+        st.caption(rest_status_line(ctx.rest.status(), symbols))
     if status is not None:
         if status.last_error and state in ("error", "reconnecting", "connecting"):
             st.error(f"Cannot reach the exchange: {status.last_error}. Retrying.")
@@ -1172,6 +1375,71 @@ def _status_bar(ctx: SourceContext, symbols: Sequence[str]) -> None:
     cols[7].metric(
         "last trade (UTC)", fmt_utc(last_trade)[11:19] if last_trade else "-"
     )
+
+
+FILLED_METHODS = ("trades", "historicalTrades", "aggTrades")
+
+
+def rest_status_line(status: Any, symbols: Sequence[str]) -> str:
+    """One status-bar line from a ``rest.RestStatus``: state, exchange history per
+    symbol (klines stored in this run, where the history ends), gap fills, request
+    weight, and the current problem in words."""
+    parts = [f"REST {status.state}"]
+    warm = [
+        w
+        for w in status.warm_starts
+        if w.symbol in set(symbols) and (w.stored or w.history_end_ms)
+    ]
+    if warm:
+        parts.append(
+            "history "
+            + ", ".join(
+                f"{w.symbol} +{w.stored:,}"
+                + (
+                    f" to {fmt_utc(w.history_end_ms)[11:16]}"
+                    if w.history_end_ms
+                    else ""
+                )
+                for w in warm
+            )
+            + " 1m klines"
+        )
+    filled = sum(g.method in FILLED_METHODS for g in status.gap_fills)
+    pending = sum(g.method == "pending" for g in status.gap_fills)
+    parts.append(f"gap fills {filled}" + (f" ({pending} pending)" if pending else ""))
+    parts.append(f"weight {status.weight_used_1m}/{status.weight_limit} per min")
+    if status.message:
+        parts.append(status.message)
+    return " · ".join(parts)
+
+
+def _follow_rest(ctx: SourceContext) -> None:
+    """Start fresh bar caches when REST stored history or filled a gap.
+
+    Warm-start klines and refilled gaps land in bars that the incremental caches
+    consider closed; a new ``data_version`` makes the next read a full one.
+    """
+    if ctx.rest is None:
+        return
+    status = ctx.rest.status()
+    epoch = (
+        sum(w.stored for w in status.warm_starts),
+        sum(g.method in FILLED_METHODS for g in status.gap_fills),
+    )
+    ss = st.session_state
+    if ss.get("rest_epoch", (0, 0)) != epoch:
+        ss.rest_epoch = epoch
+        ss.data_version += 1
+
+
+@st.cache_resource(show_spinner=False, max_entries=64, ttl=60)
+def history_end_ms(db: str, symbol: str, end_ms: int, version: int) -> int | None:
+    """Where exchange history ends for ``symbol`` (``rest.exchange_history_end_ms``),
+    looked up once per closed bar."""
+    del end_ms, version  # cache key only
+    if not Path(db).exists():
+        return None
+    return rest.exchange_history_end_ms(Path(db), symbol)
 
 
 def _window(ctx: SourceContext, interval_s: int, clock_ms: int) -> tuple[int, int]:
@@ -1225,6 +1493,7 @@ def _live_panel(ctx: SourceContext, params: Any, interval_s: int) -> None:
     z-score of the newest prices against the current window's spread statistics.
     """
     ss = st.session_state
+    _follow_rest(ctx)
     _status_bar(ctx, list(ss.symbols))
     start, end = _window(ctx, interval_s, now_ms())
     view = cached_pair(
@@ -1326,9 +1595,19 @@ def _messages(result: Any, interval_s: int) -> bool:
 
 
 def _pair_tab(
-    view: PairView, params: Any, interval_s: int, rules_db: Path | None = None
+    view: PairView,
+    params: Any,
+    interval_s: int,
+    rules_db: Path | None = None,
+    *,
+    history_db: Path | None = None,
+    end_ms: int = 0,
 ) -> None:
-    """Pair charts, statistic cards, ADF trigger and readiness messages."""
+    """Pair charts, statistic cards, ADF trigger and readiness messages.
+
+    With ``history_db`` (Live with REST) the figure marks where exchange history
+    ends: the later of the two legs' ends, after which both are live.
+    """
     result = view.result
     table = result.table
     waiting = _messages(result, interval_s)
@@ -1364,7 +1643,15 @@ def _pair_tab(
     if fig is None:
         for old in [k for k in view.figures if isinstance(k, tuple)]:
             del view.figures[old]  # a figure with older alert markers
-        fig = view.figures[fig_key] = _pair_figure(table, params, events)
+        history = None
+        if history_db is not None:
+            version = st.session_state.data_version
+            ends = [
+                history_end_ms(str(history_db), sym, end_ms, version)
+                for sym in (params.symbol_y, params.symbol_x)
+            ]
+            history = max((e for e in ends if e is not None), default=None)
+        fig = view.figures[fig_key] = _pair_figure(table, params, events, history)
     st.plotly_chart(fig, width="stretch", key="pair_chart")
 
 
@@ -1411,7 +1698,10 @@ def _pair_alert_events(
 
 
 def _pair_figure(
-    table: pd.DataFrame, params: Any, events: pd.DataFrame | None = None
+    table: pd.DataFrame,
+    params: Any,
+    events: pd.DataFrame | None = None,
+    history_end: int | None = None,
 ) -> Any:
     """The five-panel pair figure of a view (built once per bar close)."""
     return charts.pair_figure(
@@ -1428,6 +1718,7 @@ def _pair_figure(
             else "rolling correlation of price levels (spurious for trending prices)"
         ),
         alert_events=events,
+        history_end_ms=history_end,
     )
 
 
@@ -1482,18 +1773,28 @@ def _p_lags(adf: Any) -> str:
 
 @st.cache_resource(show_spinner=False, max_entries=16, ttl=3600)
 def market_chart(
-    db: str, symbols: tuple[str, ...], interval_s: int, start: int, end: int, v: int
+    db: str,
+    symbols: tuple[str, ...],
+    interval_s: int,
+    start: int,
+    end: int,
+    v: int,
+    history: bool = False,
 ) -> tuple[Any, dict[str, int]]:
     """The market figure of one window of closed bars, built once per bar close.
 
     An unchanged figure is also what keeps the chart on screen between bar closes:
     Streamlit remounts a plotly chart whose spec changed (zoom and pan reset).
+    ``history`` marks where each symbol's exchange history (REST klines) ends.
     """
     bars = {sym: cached_bars(db, sym, interval_s, start, end, v) for sym in symbols}
     counts = {sym: len(frame) for sym, frame in bars.items()}
     if not any(counts.values()):
         return None, counts
-    return charts.market_figure(bars), counts
+    ends = (
+        {sym: history_end_ms(db, sym, end, v) for sym in symbols} if history else None
+    )
+    return charts.market_figure(bars, history_end_ms=ends), counts
 
 
 def _market_tab(
@@ -1507,6 +1808,7 @@ def _market_tab(
         start,
         end,
         st.session_state.data_version,
+        ctx.rest is not None,
     )
     if fig is None:
         st.info(waiting_text(0, 1, interval_s, "the market chart"))
@@ -2546,6 +2848,7 @@ def _bar_panel(
     """
     began = time.perf_counter()
     ss = st.session_state
+    _follow_rest(ctx)
     symbols = list(ss.symbols)
     start, end = _window(ctx, interval_s, now_ms())
     view = cached_pair(
@@ -2558,7 +2861,14 @@ def _bar_panel(
             _market_tab(ctx, symbols, interval_s, start, end)
     if panels["Pair"].open:
         with panels["Pair"]:
-            _pair_tab(view, params, interval_s, ctx.rules_db)
+            _pair_tab(
+                view,
+                params,
+                interval_s,
+                ctx.rules_db,
+                history_db=ctx.db_path if ctx.rest is not None else None,
+                end_ms=end,
+            )
     if panels["Scanner"].open:
         with panels["Scanner"]:
             _scanner_tab(ctx, symbols, interval_s, params, start, end)
@@ -2590,7 +2900,7 @@ def render(cfg: AppConfig) -> None:
     st.markdown(NO_FLASH_CSS, unsafe_allow_html=True)
     _init_state(cfg)
     _apply_pending()
-    _sidebar(_list_datasets(cfg))
+    _sidebar(_list_datasets(cfg), _symbol_checker(cfg))
     ctx = _select_source(cfg)
     _controls(ctx)
     ss = st.session_state

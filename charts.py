@@ -30,6 +30,8 @@ EXIT_COLOR = "#9e9e9e"
 STOP_COLOR = "#ff9800"
 CORR_COLOR = "#80cbc4"
 ALERT_COLOR = "#ffd54f"
+HISTORY_COLOR = "#90a4ae"
+HISTORY_LABEL = "exchange history | live"
 
 SOURCE_COLORS: dict[str, str] = {
     "LIVE": "#2e7d32",
@@ -142,7 +144,52 @@ def _figure(data: list[dict[str, Any]], layout: dict[str, Any]) -> go.Figure:
     return go.Figure(data=data, layout=layout, _validate=False)
 
 
-def market_figure(bars_by_symbol: Mapping[str, pd.DataFrame]) -> go.Figure:
+def _history_end_inside(x: np.ndarray, end_ms: float | None) -> bool:
+    """True when ``end_ms`` falls inside the bars ``[x[0], x[-1] + bar]``."""
+    if end_ms is None or len(x) == 0 or not np.isfinite(end_ms):
+        return False
+    bar_ms = float(np.median(np.diff(x))) if len(x) > 1 else 0.0
+    return bool(x[0] < end_ms <= x[-1] + bar_ms)
+
+
+def _history_marks(
+    end_ms: float, rows: Sequence[int], label_row: int
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """A dotted vertical line at ``end_ms`` across ``rows`` and its label, placed
+    at the top of ``label_row`` (rows 0-based)."""
+    shapes = [
+        {
+            "type": "line",
+            "xref": f"x{_axis(row)}",
+            "x0": end_ms,
+            "x1": end_ms,
+            "yref": f"y{_axis(row)} domain",
+            "y0": 0.0,
+            "y1": 1.0,
+            "line": {"color": HISTORY_COLOR, "width": 1.5, "dash": "dot"},
+        }
+        for row in rows
+    ]
+    label = {
+        "text": HISTORY_LABEL,
+        "xref": f"x{_axis(label_row)}",
+        "yref": f"y{_axis(label_row)} domain",
+        "x": end_ms,
+        "y": 1.0,
+        "xanchor": "center",
+        "yanchor": "top",
+        "showarrow": False,
+        "font": {"size": 11, "color": HISTORY_COLOR},
+        "bgcolor": "rgba(0, 0, 0, 0.35)",
+    }
+    return shapes, label
+
+
+def market_figure(
+    bars_by_symbol: Mapping[str, pd.DataFrame],
+    *,
+    history_end_ms: int | Mapping[str, int | None] | None = None,
+) -> go.Figure:
     """Candlesticks with volume bars for each symbol, all on one shared time axis.
 
     Parameters
@@ -150,6 +197,10 @@ def market_figure(bars_by_symbol: Mapping[str, pd.DataFrame]) -> go.Figure:
     bars_by_symbol : mapping of symbol to a bar DataFrame (``models.BAR_COLUMNS``:
         ``ts`` UTC bucket start, ``open, high, low, close, volume`` ...). Empty
         frames still get their rows so the layout does not jump as data arrives.
+    history_end_ms : where exchange history (REST klines) ends and live data
+        begins, ms UTC: one time for every symbol or one per symbol. Drawn as a
+        dotted vertical line labelled ``exchange history | live`` on the symbol's
+        rows when it falls inside its bars; None draws nothing.
 
     Returns
     -------
@@ -208,6 +259,15 @@ def market_figure(bars_by_symbol: Mapping[str, pd.DataFrame]) -> go.Figure:
         )
         layout[f"yaxis{price_ax}"]["title"] = {"text": "price"}
         layout[f"yaxis{vol_ax}"]["title"] = {"text": "vol"}
+        end = (
+            history_end_ms.get(sym)
+            if isinstance(history_end_ms, Mapping)
+            else history_end_ms
+        )
+        if _history_end_inside(x, end):
+            shapes, label = _history_marks(float(end), (2 * i, 2 * i + 1), 2 * i)
+            layout.setdefault("shapes", []).extend(shapes)
+            layout["annotations"].append(label)
     return _figure(data, layout)
 
 
@@ -271,6 +331,7 @@ def pair_figure(
     band_k: float = 2.0,
     corr_label: str = "rolling corr (log returns)",
     alert_events: pd.DataFrame | None = None,
+    history_end_ms: int | None = None,
 ) -> go.Figure:
     """Five linked panels for a pair: prices, hedge ratio, spread, z-score, correlation.
 
@@ -289,6 +350,9 @@ def pair_figure(
         ``label`` (hover text). Each firing inside the table's time range is drawn as
         a star on the z-score row: at its own z, or, when that is missing, at the z
         of the last bar starting at or before the firing.
+    history_end_ms : where exchange history (REST klines) ends and live data
+        begins, ms UTC; drawn as a dotted vertical line across all rows, labelled
+        ``exchange history | live``, when it falls inside the table's bars.
 
     Returns
     -------
@@ -380,6 +444,10 @@ def pair_figure(
         data.append(markers_trace)
     data.append(_line(x, table["corr"], "corr", 4, color=CORR_COLOR))
     layout["yaxis5"]["range"] = [-1.05, 1.05]
+    if _history_end_inside(x, history_end_ms):
+        shapes, label = _history_marks(float(history_end_ms), range(5), 0)
+        layout["shapes"] += shapes
+        layout["annotations"].append(label)
     return _figure(data, layout)
 
 

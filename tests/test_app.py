@@ -332,12 +332,14 @@ def filled_db(tmp_path: Path) -> Path:
 
 
 def _app(monkeypatch: pytest.MonkeyPatch, db: Path, **env: str):
-    """An AppTest of app.py on `db` with ingestion off (nothing connects anywhere)."""
+    """An AppTest of app.py on `db` with ingestion and REST off (nothing connects
+    anywhere) unless `env` switches them on."""
     from streamlit.testing.v1 import AppTest
 
     monkeypatch.chdir(REPO_ROOT)
     monkeypatch.setenv("PAIRDESK_DB", str(db))
     monkeypatch.setenv("PAIRDESK_INGEST", "0")
+    monkeypatch.setenv("PAIRDESK_REST", "0")  # never the real REST host
     monkeypatch.setenv("PAIRDESK_SOURCE", env.pop("source", "live"))
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -1089,3 +1091,386 @@ def test_bar_only_dataset_is_read_through_stored_bars(
     preview = at.dataframe[0].value
     assert list(preview["would fire"]) == ["TRUE now"]
     assert float(preview["value"].iloc[0]) == pytest.approx(y["close"].iloc[-1])
+
+
+# ------------------------------------------------------ REST: history, symbol check
+
+DAY_MS = 86_400_000
+MINUTE_MS = 60_000
+HISTORY_LABEL = "exchange history | live"
+
+
+def _closed_port() -> int:
+    """A loopback port nobody listens on."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _tiled_klines(shared: Path, name: str, t0: int, n: int) -> list[list]:
+    """n consecutive 1 m klines from t0, cycling the recording's full minutes."""
+    from fakerest import klines_from_trades, read_trades_csv
+
+    trades = read_trades_csv(shared / "derived_csv" / name)
+    base = klines_from_trades(trades)[1:-1]  # drop the partial first/last minutes
+    rows = []
+    for j in range(n):
+        row = list(base[j % len(base)])
+        row[0] = t0 + j * MINUTE_MS
+        row[6] = row[0] + MINUTE_MS - 1
+        rows.append(row)
+    return rows
+
+
+@pytest.fixture()
+def rest_server(shared_data: Path):
+    """A fake Binance REST server on 127.0.0.1 serving the last 24 h of 1 m klines
+    of BTCUSDT and ETHUSDT (tiled from the recorded trades) plus a few minutes on."""
+    import time
+
+    from fakerest import FakeBinanceRest
+
+    now = int(time.time() * 1000)
+    start = now - now % MINUTE_MS - DAY_MS
+    n = DAY_MS // MINUTE_MS + 10
+    klines = {
+        "BTCUSDT": _tiled_klines(
+            shared_data, "BTCUSDT-trades-2024-07-18-span.csv", start, n
+        ),
+        "ETHUSDT": _tiled_klines(
+            shared_data, "ETHUSDT-trades-2024-07-18-span.csv", start, n
+        ),
+    }
+    with FakeBinanceRest(klines=klines) as server:
+        server.served_klines = klines
+        yield server
+
+
+def _live_rest_app(monkeypatch, db: Path, rest_url: str, *args: str, **env: str):
+    """Live with ingestion on: `--rest-url` and `--base-url` (an unreachable loopback
+    stream) on the command line, as `streamlit run app.py -- ...` passes them."""
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "app.py",
+            "--rest-url",
+            rest_url,
+            "--base-url",
+            f"ws://127.0.0.1:{_closed_port()}/public",
+            *args,
+        ],
+    )
+    return _app(monkeypatch, db, PAIRDESK_INGEST="1", PAIRDESK_REST="1", **env)
+
+
+def _kline_bars(rows: list[list], start_ms: int, end_ms: int) -> pd.DataFrame:
+    """Bars of the served kline rows with open time in [start, end), by hand."""
+    sel = [r for r in rows if start_ms <= r[0] < end_ms]
+    volume = np.array([float(r[5]) for r in sel])
+    quote = np.array([float(r[7]) for r in sel])
+    return pd.DataFrame(
+        {
+            "ts": pd.to_datetime([r[0] for r in sel], unit="ms", utc=True).as_unit(
+                "ms"
+            ),
+            "open": [float(r[1]) for r in sel],
+            "high": [float(r[2]) for r in sel],
+            "low": [float(r[3]) for r in sel],
+            "close": [float(r[4]) for r in sel],
+            "volume": volume,
+            "quote_volume": quote,
+            "trades": [int(r[8]) for r in sel],
+            "vwap": quote / volume,
+        }
+    )
+
+
+def test_parse_config_reads_rest_settings() -> None:
+    """--rest-url/--no-rest and PAIRDESK_REST_URL/PAIRDESK_REST set REST, which runs
+    for Live with ingestion only, never for Demo or a dataset."""
+    import app
+
+    cfg = app.parse_config(["--rest-url", "http://127.0.0.1:9/"], {})
+    assert (cfg.rest_url, cfg.rest) == ("http://127.0.0.1:9", True)
+    assert app.AppConfig().rest_url == "https://fapi.binance.com"
+    assert app.parse_config(["--no-rest"], {}).rest is False
+    env = {"PAIRDESK_REST_URL": "http://127.0.0.1:8", "PAIRDESK_REST": "0"}
+    from_env = app.parse_config([], env)
+    assert (from_env.rest_url, from_env.rest) == ("http://127.0.0.1:8", False)
+    assert app.parse_config(["--rest-url", "http://h:1"], env).rest_url == "http://h:1"
+    with pytest.raises(
+        ValueError, match="rest_url must be an http:// or https:// URL, got 'ftp://x'"
+    ):
+        app.parse_config(["--rest-url", "ftp://x"], {})
+    assert app.rest_enabled(cfg, "live")
+    assert not app.rest_enabled(cfg, "demo")
+    assert not app.rest_enabled(cfg, "file:synth")
+    assert not app.rest_enabled(app.AppConfig(ingest=False), "live")
+    assert not app.rest_enabled(app.AppConfig(rest=False), "live")
+
+
+def test_rest_status_line_is_compact_and_plain() -> None:
+    """The REST status line names state, history per symbol, gap fills and weight."""
+    import app
+    import rest
+
+    end = 1_721_347_200_000  # 2024-07-19 00:00 UTC
+    status = rest.RestStatus(
+        state="running",
+        rest_url="http://127.0.0.1:1",
+        message="",
+        symbol_check=None,
+        warm_starts=(
+            rest.WarmStart("BTCUSDT", end - DAY_MS, end, 1440, 1440, 1, end),
+            rest.WarmStart("SOLUSDT", end - DAY_MS, end, 0, 0, 0, None),
+        ),
+        gap_fills=(
+            rest.GapFill("BTCUSDT", 5, 9, end, "trades"),
+            rest.GapFill("BTCUSDT", 20, 29, end, "pending"),
+        ),
+        weight_used_1m=11,
+        weight_limit=2400,
+        banned_until_ms=None,
+        requests=3,
+    )
+    line = app.rest_status_line(status, ["BTCUSDT", "ETHUSDT"])
+    assert line == (
+        "REST running · history BTCUSDT +1,440 to 00:00 1m klines · "
+        "gap fills 1 (1 pending) · weight 11/2400 per min"
+    )
+
+
+def test_history_end_is_marked_on_market_and_pair_figures() -> None:
+    """A history end inside the bars draws a labelled vertical line on every row;
+    one outside the bars draws nothing."""
+    bars = _bars(30)
+    t0 = int(bars["ts"].iloc[0].value // 1_000_000)
+    inside = t0 + 10 * MINUTE_MS
+    fig = charts.market_figure(
+        {"BTCUSDT": bars, "ETHUSDT": _bars(30, seed=2)},
+        history_end_ms={"BTCUSDT": inside, "ETHUSDT": None},
+    )
+    lines = [s for s in fig.layout.shapes if s.x0 == s.x1]
+    assert [(s.x0, s.xref) for s in lines] == [(inside, "x"), (inside, "x2")]
+    labels = [a for a in fig.layout.annotations if a.text == HISTORY_LABEL]
+    assert [(a.x, a.xref) for a in labels] == [(inside, "x")]
+    both = charts.market_figure({"A": bars, "B": bars}, history_end_ms=inside)
+    assert len([a for a in both.layout.annotations if a.text == HISTORY_LABEL]) == 2
+    table = _pair_table()
+    pair = charts.pair_figure(
+        table, symbol_y="A", symbol_x="B", z_entry=2, z_exit=0, history_end_ms=inside
+    )
+    vlines = [s for s in pair.layout.shapes if s.x0 == s.x1]
+    assert sorted(s.xref for s in vlines) == ["x", "x2", "x3", "x4", "x5"]
+    assert [a.text for a in pair.layout.annotations].count(HISTORY_LABEL) == 1
+    go.Figure(pair.to_dict())  # valid plotly
+    go.Figure(fig.to_dict())
+    before = t0 - MINUTE_MS
+    outside = charts.pair_figure(
+        table, symbol_y="A", symbol_x="B", z_entry=2, z_exit=0, history_end_ms=before
+    )
+    assert HISTORY_LABEL not in [a.text for a in outside.layout.annotations]
+
+
+def test_mistyped_symbol_is_refused_with_a_suggestion_and_old_symbols_stay(
+    monkeypatch, tmp_path: Path, rest_server
+) -> None:
+    """On Live a symbol exchangeInfo does not list is refused with a close match,
+    the previous symbols keep streaming, and the picker offers the perpetuals."""
+    import streamlit as st
+
+    at = _live_rest_app(monkeypatch, tmp_path / "market.db", rest_server.url)
+    try:
+        at.run()
+        assert not at.exception, at.exception
+        assert not at.sidebar.error, [e.value for e in at.sidebar.error]
+        at.text_input(key="symbols_text").input("BTCUSDT, ETHUSTD").run()
+        assert not at.exception, at.exception
+        errors = " ".join(e.value for e in at.sidebar.error)
+        assert (
+            "Symbol check refused: ETHUSTD: not a USD-M futures symbol on Binance; "
+            "did you mean ETHUSDT?" in errors
+        )
+        assert "Still using BTCUSDT, ETHUSDT" in errors
+        assert at.session_state["symbols"] == ["BTCUSDT", "ETHUSDT"]
+        status_line = " ".join(m.value for m in at.markdown)
+        assert ": BTCUSDT, ETHUSDT" in status_line
+        picker = at.multiselect(key="symbol_picker")
+        assert picker.options == [
+            "BNBUSDT",
+            "BTCUSDT",
+            "ETHUSDT",
+            "SOLUSDT",
+            "XRPUSDT",
+        ]  # the quarterly and the settling contract are not offered
+        assert picker.value == ["BTCUSDT", "ETHUSDT"]
+        picker.select("SOLUSDT").run()
+        assert not at.exception, at.exception
+        assert at.session_state["symbols"] == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+        assert at.text_input(key="symbols_text").value == "BTCUSDT,ETHUSDT,SOLUSDT"
+        assert not at.sidebar.error, [e.value for e in at.sidebar.error]
+        # exchangeInfo is read once: the check and the sync share the cached answer
+        assert len(rest_server.requests_to("/fapi/v1/exchangeInfo")) == 1
+    finally:
+        st.cache_resource.clear()
+
+
+def test_start_up_symbols_are_checked_too(
+    monkeypatch, tmp_path: Path, rest_server
+) -> None:
+    """A mistyped start-up symbol is reported with its suggestion at the first run."""
+    import streamlit as st
+
+    at = _live_rest_app(
+        monkeypatch,
+        tmp_path / "market.db",
+        rest_server.url,
+        "--symbols",
+        "btcusdt,solusdtt",
+    )
+    try:
+        at.run()
+        assert not at.exception, at.exception
+        errors = " ".join(e.value for e in at.sidebar.error)
+        assert errors == (
+            "Symbol check refused: SOLUSDTT: not a USD-M futures symbol on Binance; "
+            "did you mean SOLUSDT? Correct the symbols above."
+        )
+    finally:
+        st.cache_resource.clear()
+
+
+def test_symbol_check_is_skipped_with_a_note_when_rest_is_unreachable(
+    monkeypatch, tmp_path: Path
+) -> None:
+    """With REST unreachable the check is skipped with a visible note and the new
+    symbols are accepted; the status line says REST is unavailable."""
+    import time
+
+    import streamlit as st
+
+    port = _closed_port()
+    at = _live_rest_app(monkeypatch, tmp_path / "market.db", f"http://127.0.0.1:{port}")
+    try:
+        at.run()
+        assert not at.exception, at.exception
+        at.text_input(key="symbols_text").input("BTCUSDT, SOLUSDT").run()
+        assert not at.exception, at.exception
+        notes = " ".join(i.value for i in at.sidebar.info)
+        assert (
+            f"Symbol check skipped (REST unavailable: cannot reach "
+            f"http://127.0.0.1:{port}" in notes
+        )
+        assert "streaming the symbols unchecked" in notes
+        assert not at.sidebar.error, [e.value for e in at.sidebar.error]
+        assert at.session_state["symbols"] == ["BTCUSDT", "SOLUSDT"]
+        deadline = time.monotonic() + 20
+        captions = ""
+        while "REST unavailable · " not in captions and time.monotonic() < deadline:
+            time.sleep(0.5)
+            at.run()
+            captions = " ".join(c.value for c in at.caption)
+        assert "REST unavailable · " in captions
+        assert "cannot reach" in captions
+    finally:
+        st.cache_resource.clear()
+
+
+def test_warm_start_makes_1m_statistics_show_before_any_live_tick(
+    monkeypatch, tmp_path: Path, rest_server
+) -> None:
+    """Klines served by REST fill the last day, so the 1m Pair tab shows statistics
+    equal to analytics on the served klines with no tick stored, and both charts
+    mark where exchange history ends."""
+    import time
+
+    import streamlit as st
+
+    import analytics
+    import app
+    import storage
+
+    db = tmp_path / "market.db"
+    at = _live_rest_app(monkeypatch, db, rest_server.url)
+    at.session_state["main_tab"] = "Pair"
+    try:
+        at.run()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert not at.exception, at.exception
+            if any(m.label == "β (latest)" and m.value != "-" for m in at.metric):
+                break
+            time.sleep(0.5)
+            at.run()
+        served = rest_server.served_klines
+        for _attempt in range(3):  # a minute may close between the run and here
+            before = app.closed_end_ms(app.now_ms(), 60)
+            at.run()
+            end = app.closed_end_ms(app.now_ms(), 60)
+            if end == before:
+                break
+        assert not at.exception, at.exception
+        start = app.window_start_ms(end, 60, 3 * 3600)  # auto: 3 windows of 60
+        params = analytics.PairParams()
+        expected = analytics.pair_analytics(
+            _kline_bars(served["BTCUSDT"], start, end),
+            _kline_bars(served["ETHUSDT"], start, end),
+            params,
+        )
+        assert expected.n_bars == 180 and expected.latest.z is not None
+        assert _metric(at, "β (latest)") == app.fmt_num(expected.latest.beta)
+        assert _metric(at, "z (latest bar)") == app.fmt_num(expected.latest.z, 3)
+        assert _metric(at, "ADF stat") == app.fmt_num(expected.adf.statistic)
+        assert storage.last_tick(db, "BTCUSDT") is None  # no live tick at all
+        assert storage.last_tick(db, "ETHUSDT") is None
+        captions = " ".join(c.value for c in at.caption)
+        assert "REST running · history BTCUSDT +1,440 to " in captions
+        pair = json.loads(at.get("plotly_chart")[0].proto.spec)
+        texts = [a.get("text") for a in pair["layout"]["annotations"]]
+        assert HISTORY_LABEL in texts
+        at.session_state["main_tab"] = "Market"
+        at.run()
+        assert not at.exception, at.exception
+        market = json.loads(at.get("plotly_chart")[0].proto.spec)
+        labels = [
+            a for a in market["layout"]["annotations"] if a.get("text") == HISTORY_LABEL
+        ]
+        assert len(labels) == 2  # one per symbol
+        # no request went further back than a day
+        first = min(
+            int(r.params["startTime"])
+            for r in rest_server.requests_to("/fapi/v1/klines")
+        )
+        assert first >= end - DAY_MS - MINUTE_MS
+    finally:
+        st.cache_resource.clear()
+
+
+def test_demo_never_calls_rest(monkeypatch, tmp_path: Path, rest_server) -> None:
+    """Demo with a REST URL configured sends no request, not even a symbol check."""
+    import streamlit as st
+
+    at = _app(
+        monkeypatch,
+        tmp_path / "demo.db",
+        source="demo",
+        PAIRDESK_INGEST="1",
+        PAIRDESK_REST="1",
+        PAIRDESK_REST_URL=rest_server.url,
+    )
+    try:
+        at.run()
+        assert not at.exception, at.exception
+        at.text_input(key="symbols_text").input("BTCUSDT, SOLUSDT").run()
+        assert not at.exception, at.exception
+        assert at.session_state["symbols"] == ["BTCUSDT", "SOLUSDT"]
+        at.session_state["main_tab"] = "Market"
+        at.run()
+        assert not at.exception, at.exception
+        assert not any(c.value.startswith("REST ") for c in at.caption)
+        assert rest_server.requests == []
+    finally:
+        st.cache_resource.clear()
