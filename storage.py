@@ -19,6 +19,11 @@ Schema (a contract other tools rely on; columns and tables may be added):
 - ``gaps(symbol, from_id, to_id, detected_ms)``: ids ``from_id..to_id`` never seen.
 - ``writer_lease`` (one row), ``alert_rules``, ``alert_events``, ``last_seen``.
 
+Backends: the database setting is a file path or ``sqlite:///path`` (SQLite, this
+module) or ``postgresql://user@host:port/dbname`` (PostgreSQL through `storage_pg`,
+imported on first use). ``Writer(url)`` returns a `storage_pg.PgWriter` and every
+reader below runs the same SQL there; see `is_postgres_url`.
+
 All timestamps are integer milliseconds since the epoch, UTC. Errors: `StorageError`
 ("OPERATION failed: REASON"); `DatabaseLockedError` when another connection holds the
 write lock longer than the busy timeout (the transaction was rolled back: retry it).
@@ -31,6 +36,7 @@ import os
 import re
 import socket
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -70,6 +76,49 @@ EVENT_COLUMNS: tuple[str, ...] = (
 
 _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
+
+# "postgresql://", "postgres://", and the single-slash form Path() leaves of them.
+_PG_URL = re.compile(r"^postgres(?:ql)?:/{1,2}(?=[^/])", re.IGNORECASE)
+_SQLITE_URL = re.compile(r"^sqlite:(/*)(.*)$", re.IGNORECASE | re.DOTALL)
+
+
+def is_postgres_url(target: object) -> bool:
+    """True when a database setting names PostgreSQL (``postgresql://...``).
+
+    Also true for ``postgres://`` and for the ``postgresql:/...`` that
+    ``pathlib.Path`` makes of a URL, so a setting that went through ``Path`` still
+    reaches the server (keep settings as ``str`` all the same).
+    """
+    if isinstance(target, os.PathLike):
+        target = os.fspath(target)
+    if isinstance(target, bytes):
+        target = target.decode("utf-8", "replace")
+    return isinstance(target, str) and _PG_URL.match(target) is not None
+
+
+def _as_path(target: os.PathLike | str) -> Path:
+    """A SQLite setting as a path: ``sqlite:///rel/path`` is relative,
+    ``sqlite:////abs/path`` absolute; anything else is a file path."""
+    text = os.fspath(target)
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    m = _SQLITE_URL.match(text)
+    if m is None:
+        return Path(text)
+    slashes, rest = m.groups()
+    return Path("/" + rest) if len(slashes) >= 4 else Path(rest)
+
+
+def _pg():  # noqa: ANN202 - the storage_pg module
+    """The PostgreSQL backend module (imports psycopg on first use)."""
+    try:
+        import storage_pg
+    except ImportError as exc:
+        raise StorageError(
+            f"open failed: PostgreSQL support needs psycopg "
+            f"(pip install 'psycopg[binary]'): {exc}"
+        ) from exc
+    return storage_pg
 
 
 # --------------------------------------------------------------------------- errors
@@ -588,6 +637,12 @@ class Writer:
         When the file cannot be created, opened, switched to WAL or migrated.
     """
 
+    def __new__(cls, path: os.PathLike | str = "", *args: object, **kwargs: object):
+        """A `storage_pg.PgWriter` (a subclass) for a PostgreSQL URL, else a Writer."""
+        if cls is Writer and is_postgres_url(path):
+            return super().__new__(_pg().PgWriter)
+        return super().__new__(cls)
+
     def __init__(
         self,
         path: os.PathLike | str,
@@ -601,7 +656,7 @@ class Writer:
         ):
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-        self._path = Path(path)
+        self._path = _as_path(path)
         self._busy_timeout_ms = busy_timeout_ms
         self._admin_timeout_ms = admin_timeout_ms
         try:
@@ -878,7 +933,7 @@ class Writer:
             )
         with self._transaction("write_tick_columns") as conn:
             if ids.size:
-                stored = self._stored_ids(conn, sym, ids)
+                stored = self._stored_ids(conn, sym, ids, ts)
                 if stored.size:
                     keep = ~np.isin(ids, stored)
                     ids, ts, px, q = ids[keep], ts[keep], px[keep], q[keep]
@@ -904,9 +959,16 @@ class Writer:
 
     @staticmethod
     def _stored_ids(
-        conn: sqlite3.Connection, symbol: str, ids: np.ndarray
+        conn: sqlite3.Connection,
+        symbol: str,
+        ids: np.ndarray,
+        ts: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Those of the sorted unique `ids` already stored for `symbol` (int64)."""
+        """Those of the sorted unique `ids` already stored for `symbol` (int64).
+
+        `ts` (the ids' trade times) bounds the probe on partitioned backends; the
+        primary key (symbol, trade_id) needs no such bound here.
+        """
         lo = int(ids[0])
         hi = int(ids[-1])
         if hi - lo < 4 * ids.size + 1_000:
@@ -1377,7 +1439,7 @@ def _reader(db_path: os.PathLike | str) -> sqlite3.Connection | None:
     Cached per thread and per path; reopened when the file was replaced (deleted,
     renamed over) since the connection was opened.
     """
-    key = os.path.abspath(os.fspath(db_path))
+    key = os.path.abspath(_as_path(db_path))
     cache: dict[str, tuple[sqlite3.Connection, tuple[int, int]]] | None = getattr(
         _local, "conns", None
     )
@@ -1406,17 +1468,22 @@ def _reader(db_path: os.PathLike | str) -> sqlite3.Connection | None:
 
 
 def close_readers() -> None:
-    """Close this thread's cached read-only connections."""
+    """Close this thread's cached read-only connections (both backends)."""
     cache = getattr(_local, "conns", None) or {}
     for conn, _ in cache.values():
         conn.close()
     cache.clear()
+    backend = sys.modules.get("storage_pg")
+    if backend is not None:
+        backend.close_readers()
 
 
 def _query(
     op: str, db_path: os.PathLike | str, sql: str, params: Sequence = ()
 ) -> list:
     """Rows of a read query; [] when the file or the table does not exist yet."""
+    if is_postgres_url(db_path):
+        return _pg().query(op, db_path, sql, params)
     try:
         conn = _reader(db_path)
         if conn is None:
@@ -1440,7 +1507,10 @@ def _query_matrix(
     list of row tuples in between: measured about 20% faster than ``fetchall``
     then ``np.fromiter`` or ``np.array`` (bench/bench_storage.py), whose cost is
     almost all the sqlite3 module making Python objects of the values.
+    On PostgreSQL the same query runs through `storage_pg.query_matrix`.
     """
+    if is_postgres_url(db_path):
+        return _pg().query_matrix(op, db_path, sql, params, width)
     try:
         conn = _reader(db_path)
         if conn is None:
@@ -1771,11 +1841,16 @@ def data_span(db_path: os.PathLike | str, symbol: str) -> DataSpan | None:
 
 
 def _file_bytes(db_path: os.PathLike | str) -> int:
-    """Size of the database file plus its WAL, 0 for files that do not exist."""
+    """Size of the database file plus its WAL, 0 for files that do not exist.
+
+    On PostgreSQL: the on-disk size of the schema's tables and indexes.
+    """
+    if is_postgres_url(db_path):
+        return _pg().file_bytes(db_path)
     total = 0
     for suffix in ("", "-wal"):
         try:
-            total += os.stat(os.fspath(db_path) + suffix).st_size
+            total += os.stat(os.fspath(_as_path(db_path)) + suffix).st_size
         except FileNotFoundError:
             pass
     return total
@@ -1970,16 +2045,42 @@ def _check_dataset_name(name: str, what: str = "name") -> str:
 def dataset_db_path(base_dir: os.PathLike | str, name: str) -> Path:
     """Database file of a named dataset: ``BASE_DIR/datasets/NAME.db``.
 
+    When `base_dir` is a PostgreSQL URL: the dataset's own schema in that database,
+    as a URL (``...?dataset=NAME``, a ``str``).
+
     Raises
     ------
     ValueError
         When `name` does not match ``^[A-Za-z0-9_-]{1,64}$``.
     """
+    if is_postgres_url(base_dir):
+        return _pg().dataset_url(base_dir, name)
     return Path(base_dir) / DATASETS_DIRNAME / f"{_check_dataset_name(name)}.db"
 
 
+def dataset_target(db: os.PathLike | str, name: str) -> Path | str:
+    """Where dataset `name` of the live database setting `db` lives.
+
+    SQLite: ``dataset_db_path(dirname(db), name)`` (a file beside the live one);
+    PostgreSQL: the dataset's schema in the same database (a URL).
+    """
+    if is_postgres_url(db):
+        return _pg().dataset_url(db, name)
+    return dataset_db_path(_as_path(db).parent, name)
+
+
+def datasets_base(db: os.PathLike | str) -> Path | str:
+    """The `base_dir` argument of the dataset functions for live setting `db`."""
+    return db if is_postgres_url(db) else _as_path(db).parent
+
+
 def list_datasets(base_dir: os.PathLike | str) -> list[str]:
-    """Names of the datasets under ``BASE_DIR/datasets``, sorted."""
+    """Names of the datasets under ``BASE_DIR/datasets``, sorted.
+
+    When `base_dir` is a PostgreSQL URL: the dataset schemas of that database.
+    """
+    if is_postgres_url(base_dir):
+        return _pg().list_datasets(base_dir)
     folder = Path(base_dir) / DATASETS_DIRNAME
     if not folder.is_dir():
         return []
@@ -2002,8 +2103,11 @@ def _dataset_files(path: Path) -> list[Path]:
 def delete_dataset(base_dir: os.PathLike | str, name: str) -> bool:
     """Delete a dataset's database file(s); False when it did not exist.
 
-    Close any `Writer` on it first. Readers notice the file is gone.
+    Close any `Writer` on it first. Readers notice the file is gone. When
+    `base_dir` is a PostgreSQL URL, the dataset's schema is dropped.
     """
+    if is_postgres_url(base_dir):
+        return _pg().delete_dataset(base_dir, name)
     path = dataset_db_path(base_dir, name)
     existed = path.exists()
     close_readers()
@@ -2024,7 +2128,12 @@ def rename_dataset(base_dir: os.PathLike | str, old: str, new: str) -> Path:
         When a name is invalid, `old` does not exist or `new` already exists.
     StorageError
         When the files cannot be renamed.
+
+    When `base_dir` is a PostgreSQL URL the schema is renamed and the new dataset
+    URL returned.
     """
+    if is_postgres_url(base_dir):
+        return _pg().rename_dataset(base_dir, old, new)
     src = dataset_db_path(base_dir, _check_dataset_name(old, "old"))
     dst = dataset_db_path(base_dir, _check_dataset_name(new, "new"))
     if not src.exists():
