@@ -583,12 +583,22 @@ def rule_from_row(row: storage.AlertRuleRow) -> AlertRule:
     )
 
 
+def _db_exists(db_path: str | Path) -> bool:
+    """True when the database can hold rules: a PostgreSQL URL, or an existing file."""
+    return storage.is_postgres_url(db_path) or Path(db_path).exists()
+
+
+def _db_target(db_path: str | Path) -> str | Path:
+    """A PostgreSQL URL stays a string (``Path`` would mangle ``//``); files: Path."""
+    return str(db_path) if storage.is_postgres_url(db_path) else Path(db_path)
+
+
 def load_rules(db_path: str | Path, *, enabled_only: bool = False) -> list[AlertRule]:
     """Read the stored rules, oldest first; a row that no longer parses is skipped.
 
     Returns an empty list when the database file does not exist yet.
     """
-    if not Path(db_path).exists():
+    if not _db_exists(db_path):
         return []
     rules: list[AlertRule] = []
     for row in storage.list_alert_rules(db_path):
@@ -663,7 +673,7 @@ def new_events_since(
     A session keeps the largest id it has shown (start with ``latest_event_id``, so a
     new session does not replay old toasts) and toasts the events returned.
     """
-    if not Path(db_path).exists():
+    if not _db_exists(db_path):
         return []
     frame = storage.list_alert_events(db_path, limit=limit)
     if frame.empty:
@@ -674,7 +684,7 @@ def new_events_since(
 
 def latest_event_id(db_path: str | Path) -> int:
     """Largest stored event id, 0 when there is none."""
-    if not Path(db_path).exists():
+    if not _db_exists(db_path):
         return 0
     frame = storage.list_alert_events(db_path, limit=1)
     return 0 if frame.empty else int(frame["id"].max())
@@ -1159,7 +1169,7 @@ class AlertMonitor:
             raise ValueError(
                 f"webhook_tries must be an integer >= 1, got {webhook_tries!r}"
             )
-        self.db_path = None if db_path is None else Path(db_path)
+        self.db_path = None if db_path is None else _db_target(db_path)
         self.period_s = float(period_s)
         self._clock = clock
         self._tries = webhook_tries
@@ -1204,7 +1214,7 @@ class AlertMonitor:
         if self.db_path is None:
             if service is None:
                 raise ValueError("db_path: give a db_path or a service with a config")
-            self.db_path = Path(service.config.db_path)
+            self.db_path = _db_target(service.config.db_path)
         loop = asyncio.get_running_loop()
         try:
             while True:
