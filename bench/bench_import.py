@@ -142,7 +142,7 @@ def run(quick: bool = False) -> list[dict]:
 
     Speed at the smaller size (median of `runs`), peak RSS at both sizes.
     """
-    small, large, runs = (200_000, 600_000, 3) if quick else (1_000_000, 4_000_000, 3)
+    small, large, runs = (100_000, 300_000, 3) if quick else (1_000_000, 4_000_000, 3)
     out: dict[tuple[str, int], list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="bench_import-") as tmp:
         root = Path(tmp)
