@@ -1340,17 +1340,28 @@ def _raw_chunks(
         buffered = (
             io.BufferedReader(stream) if isinstance(stream, _ZipStream) else stream
         )
-        reader = pd.read_csv(
-            buffered,
-            header=None,
-            names=list(fmt.columns),
-            skiprows=skip,
-            chunksize=chunk_rows,
-            skip_blank_lines=False,
-            encoding="utf-8-sig",
-            engine="c",
-            low_memory=False,
-        )
+        try:
+            # the reader tokenizes the first rows already (an unclosed quote raises)
+            reader = pd.read_csv(
+                buffered,
+                header=None,
+                names=list(fmt.columns),
+                # never take an extra first field as the index: that would shift
+                # every column of the file by one without an error
+                index_col=False,
+                skiprows=skip,
+                chunksize=chunk_rows,
+                skip_blank_lines=False,
+                encoding="utf-8-sig",
+                engine="c",
+                low_memory=False,
+            )
+        except pd.errors.ParserError as exc:
+            raise _parser_error(exc, label, len(fmt.columns)) from exc
+        except UnicodeDecodeError as exc:
+            raise FileImportError(
+                label, "binary content (not UTF-8); expected a text CSV"
+            ) from exc
         try:
             for chunk in reader:
                 lines = chunk.index.to_numpy(dtype="int64") + skip + 1

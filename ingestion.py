@@ -58,7 +58,14 @@ DEFAULT_DB = Path("data/market.db")
 MAX_FRAME_BYTES = 4 * 1024 * 1024
 LAG_SAMPLES = 10_000
 RATE_WINDOW_S = 10.0
-_SYMBOL_RE = re.compile(r"^[A-Za-z0-9]{2,20}$")
+# Plausible trade and event times: USD-M futures started in September 2019, and a
+# time more than a day after the receive time (or past 2100, e.g. microseconds
+# sent as milliseconds) is a lie, not a trade.
+MIN_TRADE_MS = 1_546_300_800_000  # 2019-01-01T00:00:00Z
+MAX_TRADE_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z
+MAX_AHEAD_MS = 86_400_000  # one day after the receive time
+MAX_TRADE_ID = 2**63 - 1  # SQLite INTEGER: a larger id could never be stored
+_SYMBOL_RE = re.compile(r"[A-Za-z0-9]{2,20}")  # used with fullmatch: no "\n"
 _SYMBOLS: dict[str, str] = {}  # wire symbol -> validated upper-case symbol (cache)
 # The C scanner behind json.loads, called directly on the hot path (json.loads adds
 # about a microsecond of Python wrappers per frame); errors still go via json.loads.
@@ -69,6 +76,15 @@ _HTTP_HINTS = {
     404: "wrong URL path?",
     429: "rate limited",
     418: "IP banned after rate limits",
+    500: "server error, retrying",
+    502: "server error, retrying",
+    503: "server error, retrying",
+    504: "server error, retrying",
+}
+_CLOSE_HINTS = {
+    1007: "a text frame that is not valid UTF-8",
+    1009: "a frame over the 4 MiB limit was refused",
+    1011: "the server stopped answering pings",
 }
 
 Kind = Literal["trade", "filtered", "ignored", "malformed"]
@@ -156,11 +172,15 @@ def parse_frame(raw: str | bytes, recv_ms: int) -> ParseResult:
         subscription acks ``{"result":null,"id":1}``, request errors and other events
         (``bookTicker``, ``depthUpdate``, ``markPriceUpdate``...); ``malformed`` with
         the reason for bad JSON, invalid UTF-8, a missing field, a wrong type (a bool
-        where an int is due), or a non-numeric or non-positive price or quantity.
+        where an int is due), a non-numeric or non-positive price or quantity, a
+        trade id of 2^63 - 1 or more (it could not be stored), JSON nested too
+        deeply, or a trade or event time outside ``[MIN_TRADE_MS, MAX_TRADE_MS)``
+        (2019-01-01 to 2100-01-01) or more than ``MAX_AHEAD_MS`` (one day) after
+        ``recv_ms`` (this check is skipped when ``recv_ms <= 0``, for offline
+        parsing).
         Never raises for any input.
     """
-    del recv_ms  # the caller computes the lag from event_ms; kept for the contract
-    return ParseResult(*_parse(raw))
+    return ParseResult(*_parse(raw, recv_ms))
 
 
 def _decode_json(raw: str | bytes) -> object:
@@ -179,12 +199,21 @@ def _decode_json(raw: str | bytes) -> object:
     return json.loads(raw)
 
 
-def _parse(raw: str | bytes) -> _Parsed:
+def _latest_ms(recv_ms: int) -> int:
+    """Upper bound (exclusive) of a plausible trade time received at ``recv_ms``."""
+    if type(recv_ms) is int and recv_ms > 0:
+        return min(MAX_TRADE_MS, recv_ms + MAX_AHEAD_MS + 1)
+    return MAX_TRADE_MS
+
+
+def _parse(raw: str | bytes, recv_ms: int = 0) -> _Parsed:
     """`parse_frame` as a plain tuple (the receive loop's hot path)."""
     try:
         obj = _decode_json(raw)
     except UnicodeDecodeError:
         return _malformed("invalid UTF-8")
+    except RecursionError:
+        return _malformed("bad JSON: nested too deeply")
     except ValueError as exc:
         return _malformed(f"bad JSON: {exc}")
     except TypeError:
@@ -228,18 +257,19 @@ def _parse(raw: str | bytes) -> _Parsed:
         or type(maker) is not bool
         or type(p) is not str
         or type(q) is not str
-        or tid < 0
-        or trade_ms <= 0
-        or event_ms <= 0
+        or not 0 <= tid < MAX_TRADE_ID
+        or not MIN_TRADE_MS <= trade_ms < MAX_TRADE_MS
+        or not MIN_TRADE_MS <= event_ms < MAX_TRADE_MS
+        or (recv_ms > 0 and max(trade_ms, event_ms) > recv_ms + MAX_AHEAD_MS)
     ):
-        return _parse_slow(data)
+        return _parse_slow(data, recv_ms)
     try:
         price = float(p)
         qty = float(q)
     except ValueError:
-        return _parse_slow(data)
+        return _parse_slow(data, recv_ms)
     if not (0.0 < price < math.inf and 0.0 < qty < math.inf):
-        return _parse_slow(data)
+        return _parse_slow(data, recv_ms)
     if trade_type != "MARKET":
         reason = f"non-market trade X={trade_type}"
         return ("filtered", None, reason, event_ms, symbol, tid)
@@ -253,7 +283,28 @@ def _parse(raw: str | bytes) -> _Parsed:
     )
 
 
-def _parse_slow(data: dict) -> _Parsed:
+def _time_reason(name: str, value: int, latest_ms: int) -> str | None:
+    """Why a trade or event time is implausible, or None when it is fine."""
+    if MIN_TRADE_MS <= value < latest_ms:
+        return None
+    if value >= MAX_TRADE_MS:
+        hint = " (microseconds or nanoseconds instead of milliseconds?)"
+        return (
+            f"field {name!r} must be a time in ms between 2019-01-01 and 2100-01-01, "
+            f"got {value}{hint if value >= 10**14 else ''}"
+        )
+    if value < MIN_TRADE_MS:
+        return (
+            f"field {name!r} must be a time in ms between 2019-01-01 and 2100-01-01, "
+            f"got {value} ({_iso(value) if value > 0 else 'before 1970'})"
+        )
+    return (
+        f"field {name!r} is {_iso(value)}, more than "
+        f"{MAX_AHEAD_MS // 3_600_000} h after the receive time"
+    )
+
+
+def _parse_slow(data: dict, recv_ms: int = 0) -> _Parsed:
     """Trade payload checked field by field: the exact rejection reason, or the trade.
 
     Reached for the first trade of each symbol and for anything unusual (numbers
@@ -261,17 +312,24 @@ def _parse_slow(data: dict) -> _Parsed:
     """
     sym, tid, trade_ms = data["s"], data["t"], data["T"]
     event_ms, trade_type, maker = data["E"], data["X"], data["m"]
-    if type(sym) is not str or not _SYMBOL_RE.match(sym):
+    if type(sym) is not str or not _SYMBOL_RE.fullmatch(sym):
         return _malformed(f"field 's' must be a symbol, got {sym!r}")
     symbol = sym.upper()
     if len(_SYMBOLS) < 10_000:
         _SYMBOLS[sym] = symbol
     if type(tid) is not int or tid < 0:
         return _malformed(f"field 't' must be an integer >= 0, got {tid!r}")
+    if tid >= MAX_TRADE_ID:
+        return _malformed(f"field 't' must be an integer below 2^63 - 1, got {tid}")
     if type(trade_ms) is not int or trade_ms <= 0:
         return _malformed(f"field 'T' must be an integer > 0, got {trade_ms!r}")
     if type(event_ms) is not int or event_ms <= 0:
         return _malformed(f"field 'E' must be an integer > 0, got {event_ms!r}")
+    latest = _latest_ms(recv_ms)
+    for name, value in (("T", trade_ms), ("E", event_ms)):
+        reason = _time_reason(name, value, latest)
+        if reason is not None:
+            return _malformed(reason)
     if type(trade_type) is not str:
         return _malformed(f"field 'X' must be a string, got {trade_type!r}")
     if type(maker) is not bool:
@@ -446,6 +504,7 @@ class ServiceStatus:
     warnings : current warnings (silent route, silent symbol, write errors).
     filtered : non-market trades skipped (insurance fund, ADL...).
     stored_ticks : ticks committed to the database by this service.
+    unsubscribed : well-formed trades of symbols not subscribed, dropped.
     """
 
     state: State
@@ -467,6 +526,7 @@ class ServiceStatus:
     warnings: tuple[str, ...]
     filtered: int = 0
     stored_ticks: int = 0
+    unsubscribed: int = 0
 
 
 @dataclass(slots=True)
@@ -491,6 +551,9 @@ class _Counters:
     ticks_per_s: float = 0.0
     warnings: tuple[str, ...] = ()
     write_error: str = ""
+    db_notice: str = ""
+    unsubscribed: int = 0
+    unsubscribed_symbols: set[str] = field(default_factory=set)
     lags: deque[int] = field(default_factory=lambda: deque(maxlen=LAG_SAMPLES))
 
 
@@ -533,7 +596,13 @@ def describe_error(exc: BaseException, url: str) -> str:
     if isinstance(exc, TimeoutError):
         return f"timed out opening {url}"
     if isinstance(exc, ConnectionClosed):
-        rcvd = exc.rcvd
+        rcvd, sent = exc.rcvd, exc.sent
+        if sent is not None and (rcvd is None or not exc.rcvd_then_sent):
+            what = _CLOSE_HINTS.get(sent.code, "protocol error")
+            why = sent.reason or "no reason given"
+            if sent.code == 1009:
+                why = "message too big"
+            return f"closed by this client: {what} (code {sent.code} {why})"
         if rcvd is not None:
             return f"connection closed by the server (code {rcvd.code} {rcvd.reason})"
         return "connection lost (no close frame)"
@@ -548,14 +617,36 @@ def describe_error(exc: BaseException, url: str) -> str:
 
 # ------------------------------------------------------------------------ batching
 
+LOCK_REPORT_S = 1.0  # a lock held this long shows in the status warnings
+DUP_RUN_WARN = 1000  # this many duplicates in a row: the ids went backwards
+
+
+def _storage_hint(message: str) -> str:
+    """A plain-words prefix for common storage failures ("" when none applies)."""
+    text = message.lower()
+    if "readonly" in text or "read-only" in text:
+        return "the database is read-only: "
+    if "full" in text:
+        return "the disk or database is full: "
+    if "disk i/o" in text or "ioerr" in text:
+        return "disk I/O error: "
+    return ""
+
 
 class _Batcher:
     """Pending ticks and gaps, written by the loop thread in batched transactions."""
 
-    def __init__(self, writer: object, config: IngestionConfig, c: _Counters) -> None:
+    def __init__(
+        self,
+        writer: object,
+        config: IngestionConfig,
+        c: _Counters,
+        owner: object = None,
+    ) -> None:
         self.writer = writer
         self.config = config
         self.c = c
+        self.owner = owner  # the lease owner, re-taken when the file is recreated
         self.ticks: list[Tick] = []
         self.gaps: list[Gap] = []
         # filtered trades as (pending ticks before it, symbol, id): their ids are
@@ -565,6 +656,54 @@ class _Batcher:
         self.room.set()
         self._retry_at = 0.0
         self.locked = 0
+        self.locked_since: float | None = None
+        self.reopened = 0
+
+    def _held(self) -> str:
+        """ "N ticks held in memory (limit M)" for status texts."""
+        return (
+            f"{len(self.ticks)} ticks held in memory "
+            f"(limit {self.config.max_queue_ticks}), retrying"
+        )
+
+    def _reopen_if_deleted(self) -> bool:
+        """Recreate the database when its file was deleted; False when that failed.
+
+        SQLite keeps writing to an unlinked file, which vanishes on close: without
+        this check every later batch would be lost without an error.
+        """
+        from storage import StorageError, Writer
+
+        path = self.config.db_path
+        if path.exists():
+            return True
+        when = datetime.now(tz=UTC).isoformat(timespec="seconds")
+        try:
+            new = Writer(path, busy_timeout_ms=self.config.busy_timeout_ms)
+        except StorageError as exc:
+            self.c.write_error = (
+                f"database file {path} was deleted and cannot be recreated: {exc}; "
+                + self._held()
+            )
+            log.error(self.c.write_error)
+            return False
+        old, self.writer = self.writer, new
+        with contextlib.suppress(Exception):
+            old.close()  # type: ignore[attr-defined]
+        if self.owner is not None:
+            try:
+                new.acquire_lease(  # type: ignore[arg-type]
+                    self.owner, stale_after_ms=self.config.lease_stale_after_ms
+                )
+            except StorageError as exc:
+                log.warning("lease on the recreated database failed: %s", exc)
+        self.reopened += 1
+        self.c.db_notice = (
+            f"database file {path} was deleted while running; recreated it at "
+            f"{when} (data stored before that is gone)"
+        )
+        log.error(self.c.db_notice)
+        return True
 
     def flush_once(self) -> bool:
         """Write one chunk (up to flush_max_ticks and all gaps); True when written."""
@@ -576,20 +715,35 @@ class _Batcher:
         seen = {sym: tid for pos, sym, tid in self.filtered if pos <= n}
         if not chunk and not gaps and not seen:
             return True
+        if not self._reopen_if_deleted():
+            self._retry_at = time.monotonic() + self.config.flush_interval_s
+            return False
         try:
             result = self.writer.write_batch(  # type: ignore[attr-defined]
                 chunk, gaps, last_seen=seen or None
             )
         except DatabaseLockedError as exc:
             self.locked += 1
+            now = time.monotonic()
+            if self.locked_since is None:
+                self.locked_since = now
+            elif now - self.locked_since >= LOCK_REPORT_S:
+                self.c.write_error = (
+                    f"database {self.config.db_path} is locked by another "
+                    f"connection for {now - self.locked_since:.0f} s; " + self._held()
+                )
             log.debug("batch of %d ticks kept, database locked: %s", len(chunk), exc)
-            self._retry_at = time.monotonic() + self.config.flush_interval_s
+            self._retry_at = now + self.config.flush_interval_s
             return False
         except StorageError as exc:
-            self.c.write_error = f"writing to {self.config.db_path} failed: {exc}"
-            log.error("%s (%d ticks kept)", self.c.write_error, len(self.ticks))
+            self.c.write_error = (
+                f"writing to {self.config.db_path} failed: "
+                f"{_storage_hint(str(exc))}{exc}; " + self._held()
+            )
+            log.error(self.c.write_error)
             self._retry_at = time.monotonic() + self.config.flush_interval_s
             return False
+        self.locked_since = None
         del self.ticks[:n]
         del self.gaps[: len(gaps)]
         if self.filtered:
@@ -618,10 +772,17 @@ class _Batcher:
             await self.room.wait()
 
     async def run(self) -> None:
-        """Flush every flush_interval_s."""
+        """Flush every flush_interval_s; an unexpected error is reported, not fatal."""
         while True:
             await asyncio.sleep(self.config.flush_interval_s)
-            await self.flush_all()
+            try:
+                await self.flush_all()
+            except Exception as exc:  # noqa: BLE001 - the flusher must keep running
+                self.c.write_error = (
+                    f"writing to {self.config.db_path} failed: "
+                    f"{type(exc).__name__}: {exc}; " + self._held()
+                )
+                log.exception("flush failed")
 
 
 # ---------------------------------------------------------------------- the client
@@ -661,6 +822,8 @@ class TradeStream:
         self._record: IO[str] | None = None
         self._conn_warnings: tuple[str, ...] = ()
         self._opened = 0
+        # per symbol: (last id, duplicates received in a row while it was the last)
+        self._dup_runs: dict[str, tuple[int, int]] = {}
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -772,7 +935,7 @@ class TradeStream:
     ) -> tuple[str, ...]:
         """Warnings for a silent route (no trade at all) or a silent symbol."""
         cfg = self.config
-        warns: list[str] = []
+        warns: list[str] = self._backwards_warnings()
         if self.c.ticks + self.c.filtered == ticks_at_open:
             if now - opened >= cfg.no_trade_warn_s:
                 route = urlsplit(cfg.base_url).path or "/"
@@ -792,6 +955,23 @@ class TradeStream:
                 warns.append(f"no trades for {sym}: check the symbol")
         return tuple(warns)
 
+    def _backwards_warnings(self) -> list[str]:
+        """A symbol whose ids stay at or below its last id for DUP_RUN_WARN trades.
+
+        One frame with an id far ahead (or an exchange that restarted its ids) would
+        otherwise make every later trade a silent duplicate.
+        """
+        warns = []
+        for sym in self.config.symbols:
+            run = self._dup_runs.get(sym)
+            last = self.last_ids.get(sym)
+            if run is not None and run[0] == last and run[1] >= DUP_RUN_WARN:
+                warns.append(
+                    f"the last {run[1]} trades of {sym} had ids at or below "
+                    f"the last stored id {last}: the feed's trade ids went backwards"
+                )
+        return warns
+
     async def _receive(self, ws: ClientConnection) -> None:
         """Hot path: receive, parse, dedupe, detect gaps, queue ticks."""
         parse = _parse
@@ -804,6 +984,8 @@ class TradeStream:
         record = self._record
         clock = time.time
         recv = ws.recv
+        subscribed = frozenset(self.config.symbols)
+        dup_runs = self._dup_runs
         while True:
             raw = await recv()
             c.frames += 1
@@ -811,12 +993,25 @@ class TradeStream:
             if record is not None:
                 text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
                 record.write(text.replace("\n", " ") + "\n")
-            kind, tick, reason, event_ms, sym, tid = parse(raw)
+            kind, tick, reason, event_ms, sym, tid = parse(raw, recv_ms)
             if kind == "trade" or kind == "filtered":
+                if sym not in subscribed:
+                    c.unsubscribed += 1
+                    seen_syms = c.unsubscribed_symbols
+                    if sym not in seen_syms and len(seen_syms) < 100:
+                        seen_syms.add(sym)  # type: ignore[arg-type]
+                        log.warning("trades of %s dropped: not subscribed", sym)
+                    continue
                 last = last_ids.get(sym)  # type: ignore[arg-type]
                 if last is not None:
                     if tid <= last:  # type: ignore[operator]
                         c.duplicates += 1
+                        run = dup_runs.get(sym)  # type: ignore[arg-type]
+                        dup_runs[sym] = (  # type: ignore[index]
+                            (last, run[1] + 1)
+                            if run is not None and run[0] == last
+                            else (last, 1)
+                        )
                         continue
                     if tid > last + 1:  # type: ignore[operator]
                         gaps.append(Gap(sym, last + 1, tid - 1, recv_ms))  # type: ignore[arg-type, operator]
@@ -946,6 +1141,13 @@ class IngestionService:
         warns = list(stream.warnings if stream is not None else ())
         if c.write_error:
             warns.append(c.write_error)
+        if c.db_notice:
+            warns.append(c.db_notice)
+        if c.unsubscribed:
+            names = ", ".join(sorted(c.unsubscribed_symbols)[:5])
+            warns.append(
+                f"{c.unsubscribed} trades of symbols not subscribed ({names}) dropped"
+            )
         return ServiceStatus(
             state=c.state,
             last_error=c.last_error,
@@ -966,6 +1168,7 @@ class IngestionService:
             warnings=tuple(warns),
             filtered=c.filtered,
             stored_ticks=c.stored,
+            unsubscribed=c.unsubscribed,
         )
 
     # --------------------------------------------------------------- loop thread
@@ -1012,7 +1215,8 @@ class IngestionService:
             owner = new_lease_owner()
             while not self._stop_event.is_set():  # type: ignore[union-attr]
                 if await self._acquire(writer, owner):
-                    await self._ingest(writer, owner)
+                    # a deleted database file is recreated: continue with the new one
+                    writer = await self._ingest(writer, owner)
         finally:
             if writer is not None:
                 with contextlib.suppress(Exception):
@@ -1047,12 +1251,15 @@ class IngestionService:
             if await self._wait_stop(cfg.lease_retry_s):
                 return False
 
-    async def _ingest(self, writer: object, owner: object) -> None:
-        """Stream and write while holding the lease; flush and release at the end."""
+    async def _ingest(self, writer: object, owner: object) -> object:
+        """Stream and write while holding the lease; flush and release at the end.
+
+        Returns the writer in use at the end (a new one when the file was recreated).
+        """
         cfg = self._config
         c = self._c
         last_ids: dict[str, int] = dict(writer.last_trade_ids())  # type: ignore[attr-defined]
-        batcher = _Batcher(writer, cfg, c)
+        batcher = _Batcher(writer, cfg, c, owner)
         stream = TradeStream(cfg, batcher, last_ids, c)
         self._batcher, self._stream = batcher, stream
         workers = [
@@ -1065,7 +1272,7 @@ class IngestionService:
             task.add_done_callback(_log_task_failure)
             workers.append(task)
         heartbeat = asyncio.create_task(
-            self._heartbeat(writer, owner), name="heartbeat"
+            self._heartbeat(batcher, owner), name="heartbeat"
         )
         stop_wait = asyncio.create_task(self._stop_event.wait())  # type: ignore[union-attr]
         try:
@@ -1077,12 +1284,14 @@ class IngestionService:
                 task.cancel()
             await asyncio.gather(*workers, heartbeat, stop_wait, return_exceptions=True)
             await self._final_flush(batcher)
+            writer = batcher.writer
             with contextlib.suppress(Exception):
                 writer.release_lease(owner)  # type: ignore[attr-defined]
             self._sample_rate()
             if not self._stop_event.is_set():  # type: ignore[union-attr]
                 c.state = "read-only"
                 c.role = "read-only"
+        return writer
 
     async def _final_flush(self, batcher: _Batcher) -> None:
         """Flush on stop, retrying a locked database for up to about two seconds."""
@@ -1092,14 +1301,14 @@ class IngestionService:
             await asyncio.sleep(0.05)
         log.error("stop: %d ticks could not be written", len(batcher.ticks))
 
-    async def _heartbeat(self, writer: object, owner: object) -> None:
-        """Refresh the lease; return when it was lost."""
+    async def _heartbeat(self, batcher: _Batcher, owner: object) -> None:
+        """Refresh the lease (on the batcher's current writer); return when lost."""
         from storage import StorageError
 
         while True:
             await asyncio.sleep(self._config.heartbeat_s)
             try:
-                held = writer.heartbeat(owner)  # type: ignore[attr-defined]
+                held = batcher.writer.heartbeat(owner)  # type: ignore[attr-defined]
             except StorageError as exc:
                 log.warning("lease heartbeat failed: %s", exc)
                 continue
@@ -1215,8 +1424,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     p.add_argument("--record", type=Path, default=None, help="append raw frames here")
     p.add_argument("--status-every", type=float, default=5.0, help="seconds")
     p.set_defaults(func=_cmd_stream)
-    # import/export live in datafiles.py (pandas-heavy); imported here, not at module top,
-    # so the streaming path does not pay for it.
+    # import/export live in datafiles.py (pandas-heavy); imported here, not at the
+    # module top, so the streaming path does not pay for it.
     import datafiles
 
     datafiles.add_cli_commands(sub)
