@@ -26,6 +26,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import random
 import re
 import signal
@@ -370,6 +371,15 @@ def stream_url(base_url: str, symbols: Sequence[str]) -> str:
 # ---------------------------------------------------------------- configuration
 
 
+def _db_setting(value: Path | str) -> Path | str:
+    """A database URL (``postgresql://``, ``sqlite:///``) stays a string, since
+    ``Path`` would mangle its ``//``; a plain file name becomes a Path."""
+    text = os.fspath(value)
+    if "://" in text:
+        return text
+    return Path(text)
+
+
 @dataclass(frozen=True)
 class IngestionConfig:
     """Everything the ingestion service needs; validated on construction.
@@ -403,7 +413,7 @@ class IngestionConfig:
     """
 
     symbols: tuple[str, ...]
-    db_path: Path
+    db_path: Path | str
     base_url: str = DEFAULT_BASE_URL
     flush_interval_s: float = 0.25
     flush_max_ticks: int = 5000
@@ -432,7 +442,7 @@ class IngestionConfig:
                 raise ValueError("symbols: give at least one symbol, like BTCUSDT")
             syms = list(dict.fromkeys(normalize_symbol(s) for s in self.symbols))
         object.__setattr__(self, "symbols", tuple(syms))
-        object.__setattr__(self, "db_path", Path(self.db_path))
+        object.__setattr__(self, "db_path", _db_setting(self.db_path))
         if self.record_path is not None:
             object.__setattr__(self, "record_path", Path(self.record_path))
         url = str(self.base_url).rstrip("/")
@@ -675,7 +685,7 @@ class _Batcher:
         from storage import StorageError, Writer
 
         path = self.config.db_path
-        if path.exists():
+        if isinstance(path, str) or path.exists():  # a server URL has no file
             return True
         when = datetime.now(tz=UTC).isoformat(timespec="seconds")
         try:
@@ -1362,6 +1372,8 @@ def format_status(s: ServiceStatus) -> str:
 
 
 def _cmd_stream(args: argparse.Namespace) -> int:
+    import rest
+
     try:
         symbols = parse_symbols(args.symbols)
         config = IngestionConfig(
@@ -1370,9 +1382,17 @@ def _cmd_stream(args: argparse.Namespace) -> int:
             base_url=args.url,
             record_path=args.record,
         )
+        sync = rest.sync_from_args(args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if sync is not None:
+        check = sync.client.check_symbols_blocking(config.symbols)
+        if check.invalid:
+            print(f"error: {check.note}", file=sys.stderr)
+            return 2
+        if not check.checked:
+            print(f"note: {check.note}", file=sys.stderr, flush=True)
     if args.duration is not None and not args.duration > 0:
         print(
             f"error: --duration must be > 0 seconds, got {args.duration}",
@@ -1387,7 +1407,7 @@ def _cmd_stream(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    service = IngestionService(config)
+    service = IngestionService(config, tasks=[sync.run] if sync is not None else [])
     print(
         f"streaming {','.join(config.symbols)} from {config.url} into {config.db_path}",
         flush=True,
@@ -1402,7 +1422,13 @@ def _cmd_stream(args: argparse.Namespace) -> int:
                 break
         if done.wait(wait):
             break
-        print(format_status(service.status()), flush=True)
+        line = format_status(service.status())
+        if sync is not None:
+            rest_status = sync.status()
+            line += f" rest={rest_status.state}"
+            if rest_status.message:
+                line += f" ({rest_status.message})"
+        print(line, flush=True)
     service.stop(timeout=10.0)
     final = service.status()
     print("stopped: " + format_status(final), flush=True)
@@ -1418,17 +1444,27 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("stream", help="stream live trades into the database")
     p.add_argument("--symbols", required=True, help="e.g. btcusdt,ethusdt")
-    p.add_argument("--db", type=Path, default=DEFAULT_DB, help="SQLite file")
+    p.add_argument(
+        "--db",
+        default=str(DEFAULT_DB),
+        help="SQLite file, sqlite:///PATH or postgresql://USER@HOST:PORT/DB",
+    )
     p.add_argument("--url", default=DEFAULT_BASE_URL, help="WebSocket base URL + route")
     p.add_argument("--duration", type=float, default=None, help="stop after S seconds")
     p.add_argument("--record", type=Path, default=None, help="append raw frames here")
     p.add_argument("--status-every", type=float, default=5.0, help="seconds")
+    import rest  # REST client (pandas-heavy): only the CLI needs it here
+
+    rest.add_cli_arguments(p)
     p.set_defaults(func=_cmd_stream)
     # import/export live in datafiles.py (pandas-heavy); imported here, not at the
     # module top, so the streaming path does not pay for it.
     import datafiles
 
     datafiles.add_cli_commands(sub)
+    import storage_pg
+
+    storage_pg.add_cli_commands(sub)
     return parser, sub
 
 

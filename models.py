@@ -66,7 +66,7 @@ def normalize_symbol(text: str) -> str:
     ValueError
         When the text is not 2-20 ASCII letters or digits.
     """
-    if not isinstance(text, str) or not SYMBOL_PATTERN.match(text.strip()):
+    if not isinstance(text, str) or not SYMBOL_PATTERN.fullmatch(text.strip()):
         raise ValueError(
             f"symbol must be 2-20 letters or digits (like BTCUSDT), got {text!r}"
         )

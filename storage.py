@@ -2035,7 +2035,7 @@ def list_alert_events(
 
 def _check_dataset_name(name: str, what: str = "name") -> str:
     """Validate a dataset name against ``^[A-Za-z0-9_-]{1,64}$``."""
-    if not isinstance(name, str) or not DATASET_NAME_PATTERN.match(name):
+    if not isinstance(name, str) or not DATASET_NAME_PATTERN.fullmatch(name):
         raise ValueError(
             f"{what}: a dataset name is 1-64 letters, digits, '_' or '-', got {name!r}"
         )
@@ -2087,7 +2087,7 @@ def list_datasets(base_dir: os.PathLike | str) -> list[str]:
     return sorted(
         p.stem
         for p in folder.glob("*.db")
-        if p.is_file() and DATASET_NAME_PATTERN.match(p.stem)
+        if p.is_file() and DATASET_NAME_PATTERN.fullmatch(p.stem)
     )
 
 

@@ -166,7 +166,7 @@ def parse_target(target: object) -> PgTarget:
         schema = dataset_schema(dataset)
     else:
         schema = ours.get("schema", DEFAULT_SCHEMA)
-        if not SCHEMA_NAME_PATTERN.match(schema):
+        if not SCHEMA_NAME_PATTERN.fullmatch(schema):
             raise ValueError(
                 "database: schema= must be 1-63 letters, digits, '_' or '-' "
                 f"starting with a letter or '_', got {schema!r}"
@@ -1254,7 +1254,7 @@ def list_datasets(base: object) -> list[str]:
     for (comment,) in rows:
         if comment and comment.startswith(DATASET_COMMENT_PREFIX):
             name = comment[len(DATASET_COMMENT_PREFIX) :]
-            if DATASET_NAME_PATTERN.match(name):
+            if DATASET_NAME_PATTERN.fullmatch(name):
                 names.append(name)
     return sorted(names)
 

@@ -37,7 +37,10 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pandas as pd  # noqa: E402
+from _common import print_table, row  # noqa: E402
 
 _CASE = r"""
 import json, os, resource, sys, time
@@ -119,24 +122,6 @@ def _run_case(kind: str, src: Path, base: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _figure(
-    key: str, what: str, unit: str, values: list[float], baseline: dict | None = None
-) -> dict:
-    """One result dict; ratio = median / baseline median."""
-    median = float(np.median(values))
-    return {
-        "key": key,
-        "what": what,
-        "unit": unit,
-        "median": median,
-        "min": float(min(values)),
-        "max": float(max(values)),
-        "runs": len(values),
-        "baseline_key": None if baseline is None else baseline["key"],
-        "ratio": None if baseline is None else median / baseline["median"],
-    }
-
-
 def run(quick: bool = False) -> list[dict]:
     """Import speed and peak RSS of import_file against the load-everything baseline.
 
@@ -163,25 +148,25 @@ def run(quick: bool = False) -> list[dict]:
     def rss(kind: str, rows: int) -> list[float]:
         return [r["peak_rss_mb"] for r in out[(kind, rows)]]
 
-    base = _figure(
+    base = row(
         "import.baseline_read_csv_to_sql",
         f"pandas.read_csv whole file + DataFrame.to_sql, {small} rows",
         "rows/s",
         rate("baseline"),
     )
-    base_cpu = _figure(
+    base_cpu = row(
         "import.baseline_read_csv_to_sql.cpu",
         "the same baseline runs, rows per CPU second (user + system)",
         "rows/s",
         rate("baseline", "cpu_s"),
     )
-    base_rss_small = _figure(
+    base_rss_small = row(
         f"import.baseline.peak_rss.{small}",
         f"peak RSS of the baseline, {small}-row file",
         "MB",
         rss("baseline", small),
     )
-    base_rss_large = _figure(
+    base_rss_large = row(
         f"import.baseline.peak_rss.{large}",
         f"peak RSS of the baseline, {large}-row file",
         "MB",
@@ -190,7 +175,7 @@ def run(quick: bool = False) -> list[dict]:
     return [
         base,
         base_cpu,
-        _figure(
+        row(
             "import.trades_csv",
             f"datafiles.import_file of a {small}-row Binance trades CSV "
             "(ticks + 1 s bars), wall clock",
@@ -198,21 +183,21 @@ def run(quick: bool = False) -> list[dict]:
             rate("import_file"),
             base,
         ),
-        _figure(
+        row(
             "import.trades_csv.cpu",
             "the same imports, rows per CPU second (user + system)",
             "rows/s",
             rate("import_file", "cpu_s"),
             base_cpu,
         ),
-        _figure(
+        row(
             "import.trades_csv.row_path",
             "the same import through Tick objects + Writer.write_batch (former path)",
             "rows/s",
             rate("row_path"),
             base,
         ),
-        _figure(
+        row(
             "import.trades_csv.row_path.cpu",
             "the former path, rows per CPU second",
             "rows/s",
@@ -220,7 +205,7 @@ def run(quick: bool = False) -> list[dict]:
             base_cpu,
         ),
         base_rss_small,
-        _figure(
+        row(
             f"import.trades_csv.peak_rss.{small}",
             f"peak RSS of import_file, {small}-row file",
             "MB",
@@ -228,7 +213,7 @@ def run(quick: bool = False) -> list[dict]:
             base_rss_small,
         ),
         base_rss_large,
-        _figure(
+        row(
             f"import.trades_csv.peak_rss.{large}",
             f"peak RSS of import_file, {large}-row file (flat in file size)",
             "MB",
@@ -236,22 +221,6 @@ def run(quick: bool = False) -> list[dict]:
             base_rss_large,
         ),
     ]
-
-
-def print_table(results: list[dict]) -> None:
-    """Print results as an aligned table."""
-    print(
-        f"{'key':<38}{'unit':>7}{'median':>11}{'min':>11}{'max':>11}"
-        f"{'runs':>5}{'ratio':>7}  vs"
-    )
-    for r in results:
-        ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}"
-        print(
-            f"{r['key']:<38}{r['unit']:>7}{r['median']:>11,.0f}{r['min']:>11,.0f}"
-            f"{r['max']:>11,.0f}{r['runs']:>5}{ratio:>7}  {r['baseline_key'] or ''}"
-        )
-    for r in results:
-        print(f"  {r['key']}: {r['what']}")
 
 
 if __name__ == "__main__":

@@ -129,6 +129,7 @@ def ingester(n_ticks: int, timeout_s: float) -> list[dict]:
                     py,
                     "ingestion.py",
                     "stream",
+                    "--no-rest",
                     "--symbols",
                     "btcusdt,ethusdt",
                     "--db",

@@ -35,6 +35,9 @@ if str(REPO) not in sys.path:
 
 import numpy as np  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import print_table, row  # noqa: E402
+
 import storage  # noqa: E402
 from models import Tick  # noqa: E402
 
@@ -97,28 +100,6 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def _figure(
-    key: str,
-    what: str,
-    unit: str,
-    values: list[float],
-    baseline: dict | None = None,
-) -> dict:
-    """One result dict; ratio = median / baseline median."""
-    median = float(np.median(values))
-    return {
-        "key": key,
-        "what": what,
-        "unit": unit,
-        "median": median,
-        "min": float(min(values)),
-        "max": float(max(values)),
-        "runs": len(values),
-        "baseline_key": None if baseline is None else baseline["key"],
-        "ratio": None if baseline is None else median / baseline["median"],
-    }
-
-
 def _write_figures(tmp: Path, n_ticks: int, runs: int) -> list[dict]:
     """Write throughput of write_batch, write_tick_columns and the baseline."""
     batches = make_batches(n_ticks)
@@ -168,7 +149,7 @@ def _write_figures(tmp: Path, n_ticks: int, runs: int) -> list[dict]:
                         w.write_tick_columns(*args)
 
             rates["cols"].append(n / _timed(cols))
-    base = _figure(
+    base = row(
         "storage.baseline_executemany",
         f"bare executemany of {n} ticks into `ticks`, {BATCH}/transaction "
         "(no dedupe, no bars)",
@@ -177,7 +158,7 @@ def _write_figures(tmp: Path, n_ticks: int, runs: int) -> list[dict]:
     )
     return [
         base,
-        _figure(
+        row(
             "storage.write_batch",
             f"Writer.write_batch, {n} ticks, 2 symbols, {BATCH}/batch "
             "(dedupe + ticks + 1 s bars)",
@@ -185,14 +166,14 @@ def _write_figures(tmp: Path, n_ticks: int, runs: int) -> list[dict]:
             rates["rows"],
             base,
         ),
-        _figure(
+        row(
             "storage.write_tick_columns",
             f"Writer.write_tick_columns, the same {n} ticks as numpy columns",
             "ticks/s",
             rates["cols"],
             base,
         ),
-        _figure(
+        row(
             "storage.write_batch.duplicates",
             f"Writer.write_batch of already-stored batches of {BATCH}",
             "ticks/s",
@@ -269,13 +250,13 @@ def _read_figures(tmp: Path, runs: int) -> list[dict]:
     writer.close()
     conn.close()
     storage.close_readers()
-    f1 = _figure(
+    f1 = row(
         "storage.baseline_fetchall.1h",
         "bare cursor.fetchall() of 3 600 1 s bar rows (sqlite3 floor)",
         "ms",
         ms["fetch_1h"],
     )
-    f24 = _figure(
+    f24 = row(
         "storage.baseline_fetchall.24h",
         "bare cursor.fetchall() of 86 400 1 s bar rows (sqlite3 floor)",
         "ms",
@@ -283,7 +264,7 @@ def _read_figures(tmp: Path, runs: int) -> list[dict]:
     )
     return [
         f1,
-        _figure(
+        row(
             "storage.read_bars_1s.1h",
             "read_bars_1s, 1 h window (3 600 rows) to a bar DataFrame",
             "ms",
@@ -291,28 +272,28 @@ def _read_figures(tmp: Path, runs: int) -> list[dict]:
             f1,
         ),
         f24,
-        _figure(
+        row(
             "storage.read_bars_1s.24h",
             "read_bars_1s, 24 h window (86 400 rows) to a bar DataFrame",
             "ms",
             ms["1s_24h"],
             f24,
         ),
-        _figure(
+        row(
             "storage.read_bars_agg.5m.24h",
             "read_bars_agg 5 min over 24 h of 1 s bars (288 rows, SQL GROUP BY)",
             "ms",
             ms["agg_24h"],
             f24,
         ),
-        _figure(
+        row(
             "storage.read_ticks.1h",
             "read_ticks, 1 h of BTCUSDT ticks",
             "ms",
             ms["ticks_1h"],
         ),
-        _figure("storage.db_stats", "db_stats of the read database", "ms", ms["stats"]),
-        _figure(
+        row("storage.db_stats", "db_stats of the read database", "ms", ms["stats"]),
+        row(
             "storage.last_trade_ids",
             "Writer.last_trade_ids (resume point)",
             "ms",
@@ -329,22 +310,6 @@ def run(quick: bool = False) -> list[dict]:
         results += _read_figures(Path(tmp), runs)
         storage.close_readers()
     return results
-
-
-def print_table(results: list[dict]) -> None:
-    """Print results as an aligned table."""
-    print(
-        f"{'key':<34}{'unit':>8}{'median':>12}{'min':>12}{'max':>12}"
-        f"{'runs':>5}{'ratio':>8}  vs"
-    )
-    for r in results:
-        ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}"
-        print(
-            f"{r['key']:<34}{r['unit']:>8}{r['median']:>12,.1f}{r['min']:>12,.1f}"
-            f"{r['max']:>12,.1f}{r['runs']:>5}{ratio:>8}  {r['baseline_key'] or ''}"
-        )
-    for r in results:
-        print(f"  {r['key']}: {r['what']}")
 
 
 if __name__ == "__main__":

@@ -642,7 +642,9 @@ def test_planned_reconnect_and_restart_with_new_symbols(shared_data, db_path):
 
 
 def cli(*args: str) -> list[str]:
-    return [sys.executable, str(REPO / "ingestion.py"), "stream", *args]
+    """The headless ingester's command line; REST stays off (tests never leave
+    127.0.0.1)."""
+    return [sys.executable, str(REPO / "ingestion.py"), "stream", "--no-rest", *args]
 
 
 def test_abrupt_kill_loses_at_most_the_unflushed_batch_and_restart_resumes(

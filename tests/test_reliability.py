@@ -855,6 +855,7 @@ def test_kill_9_under_load_keeps_a_clean_prefix_and_restart_records_the_hole(
             sys.executable,
             str(REPO / "ingestion.py"),
             "stream",
+            "--no-rest",
             "--symbols",
             "btcusdt,ethusdt",
             "--db",
@@ -1044,14 +1045,7 @@ def test_hostile_symbols_never_reach_a_url(text):
     "name",
     [
         *HOSTILE,
-        pytest.param(
-            "abc\n",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="storage._check_dataset_name uses re.match with '$', which "
-                "accepts a trailing newline; needs DATASET_NAME_PATTERN.fullmatch",
-            ),
-        ),
+        "abc\n",
     ],
 )
 def test_hostile_dataset_names_never_reach_a_path(name, tmp_path):

@@ -746,3 +746,37 @@ def test_cli_flags_build_the_sync_or_none() -> None:
     assert default.client.api_key is None
     with pytest.raises(ValueError, match="base_url: must be an http"):
         sync_from_args(parser.parse_args(["--rest-url", "ws://x"]), {})
+
+
+def test_headless_stream_refuses_a_mistyped_symbol_via_rest(tmp_path: Path) -> None:
+    """``ingestion.py stream --rest-url`` refuses a mistyped symbol with a suggestion
+    and exits 2 before connecting anywhere."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    with FakeBinanceRest() as server:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                str(repo / "ingestion.py"),
+                "stream",
+                "--symbols",
+                "btcusdt,ethusdx",
+                "--db",
+                str(tmp_path / "m.db"),
+                "--url",
+                f"ws://127.0.0.1:{free_port()}",
+                "--rest-url",
+                server.url,
+                "--duration",
+                "1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert server.requests_to("/fapi/v1/exchangeInfo")
+    assert proc.returncode == 2, proc.stderr
+    assert "ETHUSDX" in proc.stderr and "ETHUSDT" in proc.stderr
+    assert not (tmp_path / "m.db").exists()
