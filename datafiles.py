@@ -2097,8 +2097,7 @@ def add_cli_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--symbol", default=None, help="symbol for files without one")
     p.add_argument(
         "--db",
-        type=Path,
-        default=storage.DEFAULT_DB_PATH,
+        default=str(storage.DEFAULT_DB_PATH),
         help="live database; datasets go to its folder's datasets/",
     )
     p.add_argument("--format", default=None, choices=FORMAT_KINDS, dest="fmt")
@@ -2115,7 +2114,7 @@ def add_cli_commands(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument(
         "--end", default=None, help="ISO-8601 UTC, exclusive (default: last)"
     )
-    e.add_argument("--db", type=Path, default=storage.DEFAULT_DB_PATH)
+    e.add_argument("--db", default=str(storage.DEFAULT_DB_PATH))
     e.add_argument("--out", type=Path, default=None, help="CSV file ('-' = stdout)")
     e.set_defaults(func=cmd_export)
 
@@ -2134,6 +2133,14 @@ def _progress_printer(stream: IO[str]) -> Callable[[ImportProgress], None]:
 
 def cmd_import(args: argparse.Namespace) -> int:
     """Handler of ``import``: one dataset, each file its own transaction."""
+    if storage.is_postgres_url(args.db):
+        print(
+            "import failed: importing into a PostgreSQL database is not supported yet; "
+            "import into a SQLite dataset (--db data/market.db), then copy it with "
+            "`python ingestion.py migrate --from FILE.db --to URL`",
+            file=sys.stderr,
+        )
+        return 2
     base_dir = Path(args.db).parent
     interval_s = resampling.parse_interval(args.interval) if args.interval else None
     status = 0
@@ -2164,13 +2171,11 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     """Handler of ``export``: bars or ticks of one symbol to a CSV file or stdout."""
     try:
-        db = (
-            storage.dataset_db_path(Path(args.db).parent, args.dataset)
-            if args.dataset
-            else Path(args.db)
-        )
-        if not db.exists():
-            raise ValueError(f"db: no database at {db}")
+        db = storage.dataset_target(args.db, args.dataset) if args.dataset else args.db
+        if not storage.is_postgres_url(db):
+            db = Path(db)
+            if not db.exists():
+                raise ValueError(f"db: no database at {db}")
         symbol = normalize_symbol(args.symbol)
         start = parse_utc(args.start) if args.start else None
         end = parse_utc(args.end) if args.end else None

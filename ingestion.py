@@ -371,6 +371,11 @@ def stream_url(base_url: str, symbols: Sequence[str]) -> str:
 # ---------------------------------------------------------------- configuration
 
 
+def _db_label(db: Path | str) -> str:
+    """A short name for logs and thread names: the file name, or the URL's db."""
+    return db.name if isinstance(db, Path) else db.rsplit("/", 1)[-1].split("?")[0]
+
+
 def _db_setting(value: Path | str) -> Path | str:
     """A database URL (``postgresql://``, ``sqlite:///``) stays a string, since
     ``Path`` would mangle its ``//``; a plain file name becomes a Path."""
@@ -496,7 +501,8 @@ class ServiceStatus:
     state : ``connecting`` | ``live`` | ``reconnecting`` | ``stopped`` | ``error`` |
         ``read-only``.
     last_error : plain-language text of the last problem ("" when none).
-    role : ``writer`` (holds the lease) or ``read-only`` (another process ingests).
+    role : ``writer`` (holds the lease), ``read-only`` (another process ingests) or
+        ``pending`` (the lease has not been tried yet: nothing is written).
     lease_holder : who ingests when read-only ("read-only: ingestion by pid N on HOST
         since ISO"), else "".
     url : the stream URL in use.
@@ -519,7 +525,7 @@ class ServiceStatus:
 
     state: State
     last_error: str
-    role: Literal["writer", "read-only"]
+    role: Literal["writer", "read-only", "pending"]
     lease_holder: str
     url: str
     symbols: tuple[str, ...]
@@ -545,7 +551,7 @@ class _Counters:
 
     state: State = "connecting"
     last_error: str = ""
-    role: Literal["writer", "read-only"] = "writer"
+    role: Literal["writer", "read-only", "pending"] = "pending"
     lease_holder: str = ""
     frames: int = 0
     ticks: int = 0
@@ -1107,7 +1113,7 @@ class IngestionService:
             self._thread = threading.Thread(
                 target=self._thread_main,
                 args=(ready,),
-                name=f"ingestion-{self._config.db_path.name}",
+                name=f"ingestion-{_db_label(self._config.db_path)}",
                 daemon=True,
             )
             self._thread.start()
@@ -1407,7 +1413,12 @@ def _cmd_stream(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    service = IngestionService(config, tasks=[sync.run] if sync is not None else [])
+    import alerts  # the writer runs the alert monitor, browser or not (decision 7)
+
+    tasks = [alerts.AlertMonitor(config.db_path).run]
+    if sync is not None:
+        tasks.append(sync.run)
+    service = IngestionService(config, tasks=tasks)
     print(
         f"streaming {','.join(config.symbols)} from {config.url} into {config.db_path}",
         flush=True,

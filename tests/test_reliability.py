@@ -1183,6 +1183,7 @@ def internal_tcp_connections(pid: int) -> int:
 
 @pytest.mark.browser
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # ten Chromium pages on two cores: minutes, not seconds
 @pytest.mark.skipif(
     not Path("/usr/bin/chromium").exists(),
     reason="chromium not installed: apt-get install -y --no-install-recommends "
