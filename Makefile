@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: run demo test lint bench bench-quick screenshots diagram clean
+.PHONY: run demo test test-heavy lint bench bench-quick screenshots diagram clean
 
 $(VENV)/.installed-run: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ demo: $(VENV)/.installed-run
 
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest -q
+
+# also the ten-browser-sessions test (about 7 minutes on 2 cores)
+test-heavy: $(VENV)/.installed-dev
+	PAIRDESK_HEAVY_TESTS=1 $(PY) -m pytest -q
 
 lint: $(VENV)/.installed-dev
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .

@@ -233,10 +233,21 @@ def _check_maxlag(maxlag: object) -> int | None:
 
 
 def _check_not_constant(arr: np.ndarray, name: str) -> None:
-    """Raise InsufficientDataError when every value of arr is equal."""
+    """Raise InsufficientDataError when every value of arr is equal, or when its
+    variation is so small that its sum of squares underflows to zero (no
+    regression statistic can be formed from it)."""
     if arr.max() == arr.min():
         raise InsufficientDataError(
             f"insufficient data: {name} is constant (have 1 distinct value, need 2)",
+            have=1,
+            need=2,
+        )
+    with np.errstate(under="ignore"):
+        centered_ss = float(np.sum((arr - arr.mean()) ** 2))
+    if centered_ss == 0.0:
+        raise InsufficientDataError(
+            f"insufficient data: {name} varies by less than floating point can "
+            f"square (range {arr.max() - arr.min():.3g})",
             have=1,
             need=2,
         )

@@ -664,3 +664,13 @@ def test_coint_never_fails_unexpectedly(data, trend):
         return
     assert 0.0 <= out.pvalue <= 1.0
     assert out.collinear or out.nobs == len(data) - 1 - out.usedlag
+
+
+def test_coint_refuses_a_leg_whose_variation_underflows() -> None:
+    """A leg varying by ~1e-186 (its sum of squares underflows to 0) is insufficient
+    data, not a NaN R² (found by hypothesis in CI)."""
+    tiny = 1.66070349e-186
+    y = np.array([0.0, tiny, tiny])
+    x = np.array([1.0, tiny, tiny])
+    with pytest.raises(InsufficientDataError, match="varies by less than"):
+        coint(y, x, trend="c")
