@@ -738,24 +738,16 @@ def _detect_with_header(
             if col is not None and col not in {c for _, c in roles}:
                 roles.append((role, col))
     else:
-        price = find("price")
-        if price is None:
-            raise FileImportError(
-                label,
-                "no price column (looked for " + ", ".join(SYNONYMS["price"]) + ")",
-                row=1,
-                value=",".join(fields),
-            )
-        roles.append(("price", price))
-        qty = find("qty")
-        if qty is None:
-            raise FileImportError(
-                label,
-                "no quantity column (looked for " + ", ".join(SYNONYMS["qty"]) + ")",
-                row=1,
-                value=",".join(fields),
-            )
-        roles.append(("qty", qty))
+        for role, what in (("price", "price"), ("qty", "quantity")):
+            col = find(role)
+            if col is None:
+                raise FileImportError(
+                    label,
+                    f"no {what} column (looked for " + ", ".join(SYNONYMS[role]) + ")",
+                    row=1,
+                    value=",".join(fields),
+                )
+            roles.append((role, col))
         for role in ("symbol", "id", "is_buyer_maker", "side"):
             col = find(role)
             if col is not None:

@@ -1091,33 +1091,6 @@ class WriterThread:
         self._pool.shutdown(wait=False)
 
 
-def _upsert_bars_1s(writer: storage.Writer, symbol: str, bars: pd.DataFrame) -> int:
-    """Upsert bar-level 1 s bars (with first_id/last_id) into ``bars_1s``.
-
-    Same merge rule as `storage.Writer.write_batch`: open of the lower ``first_id``,
-    close of the higher ``last_id``, summed volume and trades. storage has no public
-    call for bars without ticks yet: `Writer.upsert_bars_1s` is used when present,
-    else its upsert statement in one transaction (a requested addition to storage).
-    """
-    public = getattr(writer, "upsert_bars_1s", None)
-    if public is not None:
-        return int(public(symbol, bars))
-    ts = bars["ts"].dt.as_unit("ms").astype("int64").tolist()
-    rows = [
-        (symbol, t, o, h, lo, c, v, qv, int(n), vw, int(f), int(la))
-        for t, o, h, lo, c, v, qv, n, vw, f, la in zip(
-            ts,
-            *(bars[c].tolist() for c in BAR_COLUMNS[1:]),
-            bars["first_id"].tolist(),
-            bars["last_id"].tolist(),
-            strict=True,
-        )
-    ]
-    with writer._transaction("upsert_bars_1s") as conn:  # noqa: SLF001 - see docstring
-        conn.executemany(storage._UPSERT_BAR_1S, rows)  # noqa: SLF001
-    return len(rows)
-
-
 # ------------------------------------------------------------------ db lookups
 
 
@@ -1627,7 +1600,7 @@ class RestSync:
         )
         bars = agg_trades_to_bars_1s(inside, lo_id, hi_id, known)
         n = (
-            await self._db.call(lambda w: _upsert_bars_1s(w, sym, bars))
+            await self._db.call(lambda w: w.upsert_bars_1s(sym, bars))
             if len(bars)
             else 0
         )  # type: ignore[union-attr]

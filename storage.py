@@ -1226,10 +1226,7 @@ class Writer:
             When the write fails (nothing of it is stored).
         """
         symbol = normalize_symbol(symbol)
-        if isinstance(interval_s, bool) or not isinstance(interval_s, int | np.integer):
-            raise ValueError(f"interval_s must be an integer >= 1, got {interval_s!r}")
-        if interval_s < 1:
-            raise ValueError(f"interval_s must be an integer >= 1, got {interval_s!r}")
+        interval_s = _check_interval(interval_s)
         missing = [
             c for c in ("open", "high", "low", "close", "volume") if c not in bars
         ]
