@@ -28,15 +28,18 @@ slices, so a large window never sits in memory at once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import hashlib
 import io
 import json
 import math
 import os
+import queue
 import re
 import shutil
 import sys
+import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
@@ -1503,6 +1506,52 @@ def _iter_parsed(
         raise FileImportError(label, "the file is empty")
 
 
+def _prefetched(chunks: Iterator[_Chunk], depth: int = 1) -> Iterator[_Chunk]:
+    """Yield `chunks`, parsing the next ones in a thread while the caller writes.
+
+    pandas' CSV parser and SQLite both release the GIL for most of their work, so
+    on two cores parsing chunk k + 1 overlaps writing chunk k. At most `depth`
+    parsed chunks wait in the queue (memory stays bounded); an error in the parser
+    is raised here, in the caller's thread; if the caller stops early (an error
+    while writing) the thread is told to stop and joined.
+    """
+    done = object()
+    handoff: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                if not put(chunk):
+                    return
+            put(done)
+        except BaseException as exc:  # handed to the caller's thread
+            put(exc)
+
+    worker = threading.Thread(target=produce, name="import-parser", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = handoff.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
 def _empty_frame(kind: str) -> pd.DataFrame:
     if kind in TICK_KINDS:
         cols = ["symbol", "trade_id", "ts_ms", "price", "qty", "is_buyer_maker", "line"]
@@ -1668,40 +1717,47 @@ def import_file(
             wal = target.with_name(target.name + "-wal")
             if wal.exists():
                 shutil.copyfile(wal, tmp.with_name(tmp.name + "-wal"))
+        # a new dataset builds its time index once, after the load (faster)
+        fresh = not target.exists()
         writer = storage.Writer(tmp, busy_timeout_ms=5_000)
-        for chunk in _iter_parsed(
-            src, resolved, only_symbol, chunk_rows, now_ms, parsers
-        ):
-            rows += chunk.rows_read
-            duplicates += chunk.duplicates
-            frame = chunk.frame
-            if only_symbol is not None and resolved.column_for("symbol"):
-                keep = (frame["symbol"] == only_symbol).to_numpy()
-                skipped_other += int((~keep).sum())
-                frame = frame.loc[keep]
-            if len(frame):
-                ts = frame["ts_ms"].to_numpy()
-                lo, hi = int(ts.min()), int(ts.max())
-                first_ts = lo if first_ts is None else min(first_ts, lo)
-                last_ts = hi if last_ts is None else max(last_ts, hi)
-                symbols.update(str(s) for s in pd.unique(frame["symbol"]))
-                if resolved.kind in TICK_KINDS:
-                    n_in, n_dup = _write_ticks(writer, frame)
-                    inserted += n_in
-                    duplicates += n_dup
-                else:
-                    step = parsers[0].interval_s
-                    if step is None:
-                        raise FileImportError(
-                            label,
-                            "cannot infer the bar interval from a single bar; "
-                            "pass the interval",
-                        )
-                    n_bars, n_dup = _write_bar_chunk(writer, frame, step)
-                    bars_written += n_bars
-                    duplicates += n_dup
-            if progress is not None:
-                progress(ImportProgress(rows, chunk.bytes_read, total))
+        with writer.bulk_load() if fresh else contextlib.nullcontext():
+            chunks = _iter_parsed(
+                src, resolved, only_symbol, chunk_rows, now_ms, parsers
+            )
+            # bar files stay sequential: their interval is inferred chunk by chunk
+            if resolved.kind in TICK_KINDS:
+                chunks = _prefetched(chunks)
+            for chunk in chunks:
+                rows += chunk.rows_read
+                duplicates += chunk.duplicates
+                frame = chunk.frame
+                if only_symbol is not None and resolved.column_for("symbol"):
+                    keep = (frame["symbol"] == only_symbol).to_numpy()
+                    skipped_other += int((~keep).sum())
+                    frame = frame.loc[keep]
+                if len(frame):
+                    ts = frame["ts_ms"].to_numpy()
+                    lo, hi = int(ts.min()), int(ts.max())
+                    first_ts = lo if first_ts is None else min(first_ts, lo)
+                    last_ts = hi if last_ts is None else max(last_ts, hi)
+                    symbols.update(str(s) for s in pd.unique(frame["symbol"]))
+                    if resolved.kind in TICK_KINDS:
+                        n_in, n_dup = _write_ticks(writer, frame)
+                        inserted += n_in
+                        duplicates += n_dup
+                    else:
+                        step = parsers[0].interval_s
+                        if step is None:
+                            raise FileImportError(
+                                label,
+                                "cannot infer the bar interval from a single bar; "
+                                "pass the interval",
+                            )
+                        n_bars, n_dup = _write_bar_chunk(writer, frame, step)
+                        bars_written += n_bars
+                        duplicates += n_dup
+                if progress is not None:
+                    progress(ImportProgress(rows, chunk.bytes_read, total))
         if not symbols:
             raise FileImportError(
                 label, f"no rows of {only_symbol} (the file holds other symbols)"

@@ -31,6 +31,7 @@ write lock longer than the busy timeout (the transaction was rolled back: retry 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import re
@@ -272,6 +273,9 @@ def new_lease_owner() -> LeaseOwner:
 
 
 # --------------------------------------------------------------------------- schema
+
+# the ticks time index of _SCHEMA_1, rebuilt by `Writer.bulk_load` after a load
+_TICKS_TIME_INDEX = "CREATE INDEX IF NOT EXISTS ticks_symbol_ts ON ticks(symbol, ts_ms)"
 
 _SCHEMA_1 = """
 CREATE TABLE ticks (
@@ -1301,6 +1305,31 @@ class Writer:
         ) as conn:
             for table in ("ticks", "bars_1s", "bars", "gaps", "last_seen"):
                 conn.execute(f"DELETE FROM {table}")  # fixed names, not user input
+
+    @contextmanager
+    def bulk_load(self) -> Iterator[None]:
+        """Load a private, fresh database faster: build the time index once at the end.
+
+        For a file no one else reads yet (an import's temporary dataset): on entry
+        the ``ticks(symbol, ts_ms)`` index is dropped; on exit (also after an error,
+        so the schema stays whole) it is built again in one sorted pass, which costs
+        less than keeping it up to date row by row. Deduplication does not need it:
+        it probes the primary key.
+        """
+        with self._transaction("bulk_load") as tx:
+            tx.execute("DROP INDEX IF EXISTS ticks_symbol_ts")
+        try:
+            yield
+        except BaseException:
+            # keep the first error; the caller is about to discard the file anyway
+            with contextlib.suppress(StorageError, sqlite3.Error):
+                self._rebuild_time_index()
+            raise
+        self._rebuild_time_index()
+
+    def _rebuild_time_index(self) -> None:
+        with self._transaction("bulk_load") as tx:
+            tx.execute(_TICKS_TIME_INDEX)
 
     def checkpoint(self) -> None:
         """Fold the WAL back into the database file and truncate it."""

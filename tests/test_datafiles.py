@@ -11,6 +11,8 @@ import argparse
 import gzip
 import io
 import json
+import sqlite3
+import threading
 import time
 import tracemalloc
 import zipfile
@@ -802,3 +804,52 @@ def test_parse_utc() -> None:
     assert datafiles.parse_utc("1723161300") == 1_723_161_300_000
     with pytest.raises(ValueError, match="time must be ISO-8601"):
         datafiles.parse_utc("yesterday")
+
+
+def _index_names(db_path: Path) -> set[str]:
+    conn = sqlite3.connect(db_path)
+    try:
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+        return {r[0] for r in rows}
+    finally:
+        conn.close()
+
+
+def test_new_and_extended_datasets_keep_the_ticks_time_index(tmp_path: Path) -> None:
+    """A fresh dataset is bulk-loaded without the time index, which is rebuilt."""
+    first = write(tmp_path / "BTCUSDT-trades-a.csv", trades_csv_rows(500))
+    report = import_file(first, dataset="idx", base_dir=tmp_path, chunk_rows=64)
+    assert "ticks_symbol_ts" in _index_names(report.db_path)
+    more = write(
+        tmp_path / "BTCUSDT-trades-b.csv",
+        trades_csv_rows(300, start_id=5_000, t0=1_723_161_300_000),
+    )
+    report = import_file(more, dataset="idx", base_dir=tmp_path, chunk_rows=64)
+    assert "ticks_symbol_ts" in _index_names(report.db_path)
+    window = storage.read_ticks(
+        report.db_path, "BTCUSDT", 1_723_161_300_000, 1_723_161_300_000 + 7 * 300
+    )
+    assert window["trade_id"].tolist() == list(range(5_000, 5_300))
+
+
+def test_write_error_mid_import_stops_the_parser_thread_and_keeps_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The parser runs ahead in a thread; a failing write stops it and rolls back."""
+    src = write(tmp_path / "BTCUSDT-trades-w.csv", trades_csv_rows(2_000))
+    written: list[int] = []
+    real = datafiles._write_ticks
+
+    def failing(writer: storage.Writer, frame: pd.DataFrame) -> tuple[int, int]:
+        if written:
+            raise storage.StorageError("write failed: disk full (injected)")
+        written.append(len(frame))
+        return real(writer, frame)
+
+    monkeypatch.setattr(datafiles, "_write_ticks", failing)
+    with pytest.raises(storage.StorageError, match="disk full"):
+        import_file(src, dataset="w", base_dir=tmp_path, chunk_rows=100)
+    assert written == [100]
+    assert not [t for t in threading.enumerate() if t.name == "import-parser"]
+    assert storage.list_datasets(tmp_path) == []
+    assert list((tmp_path / "datasets").iterdir()) == []

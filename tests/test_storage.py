@@ -1491,3 +1491,46 @@ def test_bar_level_fill_merges_like_ticks_and_gap_fill_is_recorded(
         ["aggTrades", "bar level"]
     ]
     assert int(gaps["filled_ms"].iloc[0]) == t0 + 2_000
+
+
+def _time_index_present(path: Path) -> bool:
+    conn = sqlite3.connect(path)
+    try:
+        row = conn.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?",
+            ("ticks_symbol_ts",),
+        ).fetchone()
+    finally:
+        conn.close()
+    return row is not None and "(symbol, ts_ms)" in row[0]
+
+
+def test_bulk_load_rebuilds_the_time_index_after_success_and_failure(
+    tmp_path: Path,
+) -> None:
+    """bulk_load drops the ticks time index while loading and always rebuilds it."""
+    path = tmp_path / "bulk.db"
+    writer = storage.Writer(path)
+    ids = np.arange(1, 2_001)
+    ts = 1_700_000_000_000 + ids * 7
+    with writer.bulk_load():
+        assert not _time_index_present(path)
+        writer.write_tick_columns(
+            "BTCUSDT", ids, ts, np.full(ids.size, 100.0), np.ones(ids.size), ids % 2
+        )
+    assert _time_index_present(path)
+    with pytest.raises(RuntimeError, match="boom"), writer.bulk_load():
+        raise RuntimeError("boom")
+    assert _time_index_present(path)
+    window = storage.read_ticks(path, "BTCUSDT", int(ts[100]), int(ts[199]) + 1)
+    assert window["trade_id"].tolist() == ids[100:200].tolist()
+    plan = (
+        sqlite3.connect(path)
+        .execute(
+            "EXPLAIN QUERY PLAN SELECT * FROM ticks WHERE symbol = 'BTCUSDT' "
+            "AND ts_ms >= 0 AND ts_ms < 1"
+        )
+        .fetchall()
+    )
+    assert any("ticks_symbol_ts" in str(step) for step in plan), plan
+    writer.close()
