@@ -37,8 +37,8 @@ import math
 import os
 import queue
 import re
-import shutil
 import sys
+import tempfile
 import threading
 import time
 import zipfile
@@ -277,7 +277,7 @@ class ImportReport:
     Attributes
     ----------
     dataset : dataset name.
-    db_path : the dataset's database file.
+    db_path : the dataset's database file (a URL for a PostgreSQL dataset).
     source : the imported file.
     format : detected (or forced) `FileFormat.kind`.
     symbols : symbols imported, upper case, sorted.
@@ -293,7 +293,7 @@ class ImportReport:
     """
 
     dataset: str
-    db_path: Path
+    db_path: Path | str
     source: Path
     format: str
     symbols: tuple[str, ...]
@@ -1653,6 +1653,10 @@ def import_file(
     which replaces the dataset only after the last chunk is written. On any error
     the temporary file is removed: nothing of a bad file is kept and an existing
     dataset is untouched. Peak memory is bounded by `chunk_rows`, not the file size.
+    When `base_dir` is a PostgreSQL URL the dataset is the schema ``ds_NAME``: the
+    file is built and checked in a local temporary SQLite file the same way (from
+    a copy of the dataset when it exists), then swapped in by
+    `storage.install_dataset` (staging schema, verified copy, one transaction).
 
     Tick files (trades, aggTrades, generic ticks, NDJSON) go to ``ticks`` and the
     writer builds their 1 s bars; duplicate trade ids (or, without ids, duplicate
@@ -1666,7 +1670,7 @@ def import_file(
     path : the file (CSV, Binance ``.zip`` or NDJSON).
     dataset : dataset name, ``^[A-Za-z0-9_-]{1,64}$``.
     base_dir : data directory; datasets live in ``base_dir/datasets`` (storage's
-        `dataset_db_path`).
+        `dataset_db_path`); or a PostgreSQL URL (datasets are schemas there).
     symbol : instrument for files without a symbol column (else taken from the file
         name, as ``BTCUSDT-trades-2024-01-01.csv``); for files with a symbol column,
         import only the rows of this symbol.
@@ -1702,8 +1706,12 @@ def import_file(
     if interval_s is not None and resolved.kind in (OHLCV, KLINES):
         resolved = FileFormat(**{**_asdict(resolved), "interval_s": interval_s})
     total = _content_size(src)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_path(target)
+    if storage.is_postgres_url(base_dir):
+        # built and checked in a local file, then copied in by one swap
+        tmp = _temp_path(Path(tempfile.gettempdir()) / f"pairdesk-{dataset}.db")
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _temp_path(target)
     writer: storage.Writer | None = None
     parsers: list[_Parser] = []
     rows = inserted = duplicates = bars_written = 0
@@ -1712,13 +1720,8 @@ def import_file(
     symbols: set[str] = set()
     skipped_other = 0
     try:
-        if target.exists():
-            shutil.copyfile(target, tmp)
-            wal = target.with_name(target.name + "-wal")
-            if wal.exists():
-                shutil.copyfile(wal, tmp.with_name(tmp.name + "-wal"))
-        # a new dataset builds its time index once, after the load (faster)
-        fresh = not target.exists()
+        # imports add to an existing dataset: work on a copy, swap it in at the end
+        fresh = not storage.copy_dataset(base_dir, dataset, tmp)
         writer = storage.Writer(tmp, busy_timeout_ms=5_000)
         with writer.bulk_load() if fresh else contextlib.nullcontext():
             chunks = _iter_parsed(
@@ -1765,10 +1768,7 @@ def import_file(
         writer.checkpoint()
         writer.close()
         writer = None
-        storage.close_readers()
-        for companion in _companions(target):
-            companion.unlink(missing_ok=True)
-        os.replace(tmp, target)
+        target = storage.install_dataset(base_dir, dataset, tmp)
         _remove_db(tmp)
     except BaseException:
         if writer is not None:
@@ -2181,15 +2181,7 @@ def _progress_printer(stream: IO[str]) -> Callable[[ImportProgress], None]:
 
 def cmd_import(args: argparse.Namespace) -> int:
     """Handler of ``import``: one dataset, each file its own transaction."""
-    if storage.is_postgres_url(args.db):
-        print(
-            "import failed: importing into a PostgreSQL database is not supported yet; "
-            "import into a SQLite dataset (--db data/market.db), then copy it with "
-            "`python ingestion.py migrate --from FILE.db --to URL`",
-            file=sys.stderr,
-        )
-        return 2
-    base_dir = Path(args.db).parent
+    base_dir = storage.datasets_base(args.db)
     interval_s = resampling.parse_interval(args.interval) if args.interval else None
     status = 0
     for file in args.files:
@@ -2212,7 +2204,7 @@ def cmd_import(args: argparse.Namespace) -> int:
             continue
         print("", file=sys.stderr)
         print(report.summary())
-        print(f"  -> {report.db_path}")
+        print(f"  -> {storage.display_target(report.db_path)}")
     return status
 
 

@@ -35,6 +35,7 @@ import contextlib
 import itertools
 import os
 import re
+import shutil
 import socket
 import sqlite3
 import sys
@@ -95,6 +96,14 @@ def is_postgres_url(target: object) -> bool:
     if isinstance(target, bytes):
         target = target.decode("utf-8", "replace")
     return isinstance(target, str) and _PG_URL.match(target) is not None
+
+
+def display_target(target: os.PathLike | str) -> str:
+    """A database setting for messages: the path, or the URL with no password."""
+    text = os.fspath(target)
+    if is_postgres_url(text):
+        return re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", str(text))
+    return str(text)
 
 
 def _as_path(target: os.PathLike | str) -> Path:
@@ -2179,3 +2188,53 @@ def rename_dataset(base_dir: os.PathLike | str, old: str, new: str) -> Path:
     except (OSError, sqlite3.Error) as exc:
         raise StorageError(f"rename_dataset failed: {exc}") from exc
     return dst
+
+
+def copy_dataset(base_dir: os.PathLike | str, name: str, db_file: Path) -> bool:
+    """Copy dataset `name` into the new SQLite file `db_file`; False if none exists.
+
+    The first half of changing a dataset atomically: change the copy, then
+    `install_dataset` it. On PostgreSQL the dataset's schema is read out into
+    the file (``storage_pg.copy_to_sqlite``).
+    """
+    if is_postgres_url(base_dir):
+        if name not in list_datasets(base_dir):
+            return False
+        _pg().copy_to_sqlite(dataset_db_path(base_dir, name), db_file)
+        return True
+    src = dataset_db_path(base_dir, name)
+    if not src.exists():
+        return False
+    try:
+        pairs = zip(_dataset_files(src)[:2], _dataset_files(db_file)[:2], strict=True)
+        for a, b in pairs:
+            if a.exists():  # the database and its WAL: together they are the data
+                shutil.copyfile(a, b)
+    except OSError as exc:
+        raise StorageError(f"copy_dataset failed: {exc}") from exc
+    return True
+
+
+def install_dataset(
+    base_dir: os.PathLike | str, name: str, db_file: Path
+) -> Path | str:
+    """Make the SQLite file `db_file` dataset `name`, replacing any old one at once.
+
+    SQLite: the file is renamed over ``BASE_DIR/datasets/NAME.db`` (checkpoint and
+    close its writer first; `db_file` must be on the same filesystem). PostgreSQL:
+    the file is copied into a staging schema, verified (row counts and bars
+    checksum) and swapped in by one transaction; `db_file` is left to the caller.
+    Readers see the old dataset or the new one, never a part. Returns where the
+    dataset now lives.
+    """
+    if is_postgres_url(base_dir):
+        return _pg().install_dataset(base_dir, name, db_file)
+    target = dataset_db_path(base_dir, name)
+    close_readers()
+    try:
+        for companion in _dataset_files(target)[1:]:
+            companion.unlink(missing_ok=True)
+        os.replace(db_file, target)
+    except OSError as exc:
+        raise StorageError(f"install_dataset failed: {exc}") from exc
+    return target

@@ -39,8 +39,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import re
 import socket
+import sqlite3
 import sys
 import threading
 import time
@@ -48,6 +50,7 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
@@ -190,7 +193,7 @@ def parse_target(target: object) -> PgTarget:
 
 def _mask(url: str) -> str:
     """The URL with its password replaced by ``***``."""
-    return re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", url)
+    return storage.display_target(url)
 
 
 def dataset_url(base: object, name: str) -> str:
@@ -1591,6 +1594,113 @@ def migrate(
         seconds=time.monotonic() - started,
         ok=ok,
     )
+
+
+def copy_to_sqlite(
+    from_target: object, db_file: Path, *, chunk_rows: int = MIGRATION_CHUNK_ROWS
+) -> None:
+    """Copy a PostgreSQL database or dataset into a new SQLite file (`migrate` back).
+
+    Streams table by table in key order, `chunk_rows` rows per transaction; the
+    lease row is not copied. Used to extend a dataset atomically: import into
+    the copy, then `install_dataset` it.
+    """
+    Writer(db_file).close()  # creates the file with the current schema
+    conn = sqlite3.connect(db_file, isolation_level=None)
+    try:
+        for table, columns, key in _COPY_TABLES:
+            marks = ", ".join("?" * len(columns))
+            stmt = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
+            for rows in _chunks(from_target, table, columns, key, chunk_rows):
+                conn.execute("BEGIN")
+                conn.executemany(stmt, rows)
+                conn.execute("COMMIT")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    except sqlite3.Error as exc:
+        raise StorageError(f"copy_to_sqlite failed: {exc} ({db_file})") from exc
+    finally:
+        conn.close()
+
+
+STAGING_PREFIX = "_staging_"
+STAGING_MAX_AGE_S = 86_400
+
+
+def install_dataset(base: object, name: str, db_file: Path) -> str:
+    """Replace (or create) dataset `name` of `base` with a SQLite file's contents.
+
+    The file is copied with `migrate` into a staging schema
+    ``_staging_<unix seconds>_<pid>`` (not listed as a dataset), verified by row
+    counts and bars checksum, then one transaction drops the old dataset schema,
+    renames the staging schema to ``ds_NAME`` and labels it: readers see the old
+    dataset or the new one, never a part. On any error the staging schema is
+    dropped and the old dataset is untouched. Staging schemas left by a crashed
+    process are dropped after a day. Returns the dataset URL.
+
+    Raises
+    ------
+    StorageError
+        When the copy fails or does not verify.
+    """
+    t = parse_target(base)
+    final = dataset_schema(name)
+    staging = f"{STAGING_PREFIX}{int(time.time())}_{os.getpid()}"
+    staging_url = t.url.split("?", 1)[0] + "?" + urlencode([("schema", staging)])
+    _drop_stale_staging(base)
+    try:
+        report = migrate(db_file, staging_url)
+        if not report.ok:
+            raise StorageError(
+                f"install_dataset failed: the copy into {t.host}:{t.port}/{t.dbname} "
+                f"did not verify\n{report.summary()}"
+            )
+        close_readers()
+        with _admin("install_dataset", base) as conn, conn.transaction():
+            conn.execute(
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                    sql.Identifier(final)
+                )
+            )
+            conn.execute(
+                sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(
+                    sql.Identifier(staging), sql.Identifier(final)
+                )
+            )
+            conn.execute(
+                sql.SQL("COMMENT ON SCHEMA {} IS {}").format(
+                    sql.Identifier(final), sql.Literal(DATASET_COMMENT_PREFIX + name)
+                )
+            )
+    except BaseException:
+        with suppress(StorageError):
+            _drop_schema(base, staging)
+        raise
+    return dataset_url(base, name)
+
+
+def _drop_schema(base: object, schema: str) -> None:
+    close_readers()
+    with _admin("install_dataset", base) as conn:
+        conn.execute(
+            sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
+        )
+
+
+def _drop_stale_staging(base: object) -> None:
+    """Drop staging schemas older than `STAGING_MAX_AGE_S` (left by a crash)."""
+    with _admin("install_dataset", base) as conn:
+        names = [
+            r[0]
+            for r in conn.execute(
+                "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, %s)",
+                (STAGING_PREFIX,),
+            )
+        ]
+    cutoff = time.time() - STAGING_MAX_AGE_S
+    for schema in names:
+        m = re.fullmatch(re.escape(STAGING_PREFIX) + r"(\d+)_\d+", schema)
+        if m is not None and int(m.group(1)) < cutoff:
+            _drop_schema(base, schema)
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:

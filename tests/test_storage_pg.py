@@ -580,3 +580,150 @@ def test_ingestion_config_keeps_a_postgres_url_as_given() -> None:
 
     url = "postgresql://u@127.0.0.1:5432/market"
     assert IngestionConfig(symbols=("BTCUSDT",), db_path=url).db_path == url
+
+
+# ------------------------------------------------------------- import into datasets
+
+
+def _staging_schemas(url: str) -> list[str]:
+    rows = sql(
+        url,
+        "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, %s) ORDER BY 1",
+        ("_staging_",),
+    )
+    return [r[0] for r in rows]
+
+
+def _dataset_frames(target: object, symbol: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return (
+        storage.read_ticks(target, symbol, None, None),
+        storage.read_bars_1s(target, symbol, None, None),
+    )
+
+
+def test_import_into_a_postgres_dataset_equals_the_sqlite_import(
+    shared_data: Path, tmp_path: Path, pg_url: str
+) -> None:
+    """Real Binance trades CSVs imported into a PostgreSQL dataset give the same
+    ticks and 1 s bars as the SQLite import; a second file adds to the dataset with
+    the same duplicate counts; no staging schema or temporary file is left."""
+    import datafiles
+
+    csvs = shared_data / "derived_csv"
+    first = csvs / "BTCUSDT-trades-2024-08-08-span.csv"
+    second = csvs / "BTCUSDT-trades-2024-07-18-span.csv"
+    temp_before = set(Path(datafiles.tempfile.gettempdir()).glob(".pairdesk-*"))
+    reports = {}
+    for base in (tmp_path, pg_url):
+        a = datafiles.import_file(first, dataset="btc", base_dir=base, chunk_rows=4000)
+        b = datafiles.import_file(first, dataset="btc", base_dir=base)  # all dupes
+        c = datafiles.import_file(second, dataset="btc", base_dir=base)
+        reports[str(base)] = [
+            (r.ticks_inserted, r.duplicates_dropped) for r in (a, b, c)
+        ]
+    assert reports[str(tmp_path)] == reports[pg_url]
+    n_first = reports[pg_url][0][0]
+    assert n_first == 21_313 and reports[pg_url][1] == (0, n_first)
+    assert storage.list_datasets(pg_url) == ["btc"]
+    pg_ds = storage.dataset_target(pg_url, "btc")
+    assert isinstance(pg_ds, str) and c.db_path == pg_ds
+    lite = storage.dataset_db_path(tmp_path, "btc")
+    for got, want in zip(
+        _dataset_frames(pg_ds, "BTCUSDT"), _dataset_frames(lite, "BTCUSDT"), strict=True
+    ):
+        pd.testing.assert_frame_equal(got, want)
+    assert storage_pg.bars_checksum(pg_ds) == storage_pg.bars_checksum(lite)
+    assert _staging_schemas(pg_url) == []
+    assert set(Path(datafiles.tempfile.gettempdir()).glob(".pairdesk-*")) == temp_before
+
+
+def test_bad_file_or_failed_copy_leaves_the_postgres_dataset_as_it_was(
+    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bad row in a late chunk, or a copy that fails half-way, keeps nothing:
+    the dataset reads as before and the staging schema is gone."""
+    import datafiles
+
+    good = tmp_path / "BTCUSDT-trades-a.csv"
+    rows = [
+        f"{1000 + i},{60000 + i % 7}.5,0.01,0,{T0 + i * 9},false" for i in range(900)
+    ]
+    good.write_text("\n".join(rows) + "\n")
+    datafiles.import_file(good, dataset="keep", base_dir=pg_url, now_ms=T0 + 10**9)
+    url = storage.dataset_target(pg_url, "keep")
+    before = storage_pg.bars_checksum(url), _dataset_frames(url, "BTCUSDT")
+    bad = tmp_path / "BTCUSDT-trades-b.csv"
+    bad.write_text("\n".join([*rows[:500], "5000,60000,0.1,0,not-a-time,true"]) + "\n")
+    with pytest.raises(datafiles.FileImportError, match="row 501, column 'time'"):
+        datafiles.import_file(bad, dataset="keep", base_dir=pg_url, chunk_rows=100)
+    more = tmp_path / "BTCUSDT-trades-c.csv"
+    more.write_text(f"9000,61000.5,0.2,0,{T0 + 10_000},true\n")
+    real_copy = storage_pg.PgWriter._copy_rows
+
+    def copy_then_fail(self, table, columns, rows):  # noqa: ANN001, ANN202
+        real_copy(self, table, columns, rows)
+        if table == "bars_1s":
+            raise StorageError("migrate failed: connection lost (injected)")
+
+    monkeypatch.setattr(storage_pg.PgWriter, "_copy_rows", copy_then_fail)
+    with pytest.raises(StorageError, match="injected"):
+        datafiles.import_file(more, dataset="keep", base_dir=pg_url, now_ms=T0 + 10**9)
+    monkeypatch.undo()
+    after = storage_pg.bars_checksum(url), _dataset_frames(url, "BTCUSDT")
+    assert after[0] == before[0]
+    for got, want in zip(after[1], before[1], strict=True):
+        pd.testing.assert_frame_equal(got, want)
+    assert _staging_schemas(pg_url) == []
+    assert storage.list_datasets(pg_url) == ["keep"]
+
+
+def test_stale_staging_schemas_are_dropped_and_fresh_ones_kept(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """A staging schema older than a day (a crashed import) is dropped by the next
+    import; one of a running import (recent) is left alone."""
+    old = f"_staging_{int(time.time()) - 2 * 86_400}_1"
+    recent = f"_staging_{int(time.time())}_1"
+    t = storage_pg.parse_target(pg_url)
+    with storage_pg.connect(t, "test") as conn:
+        for schema in (old, recent):
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+    src = tmp_path / "ETHUSDT-trades-x.csv"
+    src.write_text(f"1,3000.5,0.1,0,{T0},true\n")
+    datafiles = pytest.importorskip("datafiles")
+    datafiles.import_file(src, dataset="eth", base_dir=pg_url, now_ms=T0 + 10**9)
+    assert _staging_schemas(pg_url) == [recent]
+
+
+def test_import_cli_into_postgres_names_the_dataset(
+    tmp_path: Path, pg_url: str, capsys
+) -> None:
+    """``ingestion.py import FILE --db postgresql://...`` lands in a schema dataset
+    named after the file and prints where it went."""
+    import ingestion
+
+    src = tmp_path / "BTCUSDT-trades-2024-08-08.csv"
+    src.write_text(
+        "".join(f"{i},{60000 + i}.5,0.01,0,{T0 + i * 250},false\n" for i in range(40))
+    )
+    assert ingestion.main(["import", str(src), "--db", pg_url]) == 0
+    out = capsys.readouterr().out
+    assert "-> dataset 'BTCUSDT-trades-2024-08-08': BTCUSDT, 40 rows, 40 ticks" in out
+    assert "?dataset=BTCUSDT-trades-2024-08-08" in out
+    assert storage.list_datasets(pg_url) == ["BTCUSDT-trades-2024-08-08"]
+    ticks = storage.read_ticks(
+        storage.dataset_target(pg_url, "BTCUSDT-trades-2024-08-08"),
+        "BTCUSDT",
+        None,
+        None,
+    )
+    assert ticks["trade_id"].tolist() == list(range(40))
+
+
+def test_display_target_masks_the_password() -> None:
+    """Messages show a PostgreSQL URL without its password; paths unchanged."""
+    assert (
+        storage.display_target("postgresql://desk:s3cr%40t@db.example:5433/m?dataset=x")
+        == "postgresql://desk:***@db.example:5433/m?dataset=x"
+    )
+    assert storage.display_target(Path("data/market.db")) == "data/market.db"
