@@ -588,11 +588,6 @@ def _db_exists(db_path: str | Path) -> bool:
     return storage.is_postgres_url(db_path) or Path(db_path).exists()
 
 
-def _db_target(db_path: str | Path) -> str | Path:
-    """A PostgreSQL URL stays a string (``Path`` would mangle ``//``); files: Path."""
-    return str(db_path) if storage.is_postgres_url(db_path) else Path(db_path)
-
-
 def load_rules(db_path: str | Path, *, enabled_only: bool = False) -> list[AlertRule]:
     """Read the stored rules, oldest first; a row that no longer parses is skipped.
 
@@ -1169,7 +1164,7 @@ class AlertMonitor:
             raise ValueError(
                 f"webhook_tries must be an integer >= 1, got {webhook_tries!r}"
             )
-        self.db_path = None if db_path is None else _db_target(db_path)
+        self.db_path = None if db_path is None else storage.as_target(db_path)
         self.period_s = float(period_s)
         self._clock = clock
         self._tries = webhook_tries
@@ -1214,7 +1209,7 @@ class AlertMonitor:
         if self.db_path is None:
             if service is None:
                 raise ValueError("db_path: give a db_path or a service with a config")
-            self.db_path = _db_target(service.config.db_path)
+            self.db_path = storage.as_target(service.config.db_path)
         loop = asyncio.get_running_loop()
         try:
             while True:

@@ -1054,7 +1054,7 @@ class WriterThread:
         busy_timeout_ms: int = 2_000,
         name: str = "rest-db",
     ) -> None:
-        self.db_path = Path(db_path)
+        self.db_path = storage.as_target(db_path)
         self._busy_timeout_ms = busy_timeout_ms
         self._pool = ThreadPoolExecutor(1, thread_name_prefix=name)
         self._writer: storage.Writer | None = None
@@ -1225,7 +1225,7 @@ class RestSync:
         self.client = client or RestClient(
             rest_url, api_key=api_key, timeout_s=timeout_s
         )
-        self.db_path = None if db_path is None else Path(db_path)
+        self.db_path = None if db_path is None else storage.as_target(db_path)
         self.history_ms = history_ms
         self.gap_poll_s = float(gap_poll_s)
         self.retry_s = float(retry_s)
@@ -1277,7 +1277,7 @@ class RestSync:
         if self.db_path is None:
             if service is None:
                 raise ValueError("db_path: give a db_path or a service with a config")
-            self.db_path = Path(service.config.db_path)
+            self.db_path = storage.as_target(service.config.db_path)
         symbols = tuple(service.config.symbols) if service is not None else ()
         started_wall = storage.now_ms()
         self._db = WriterThread(self.db_path, busy_timeout_ms=self._busy_timeout_ms)

@@ -98,6 +98,21 @@ def is_postgres_url(target: object) -> bool:
     return isinstance(target, str) and _PG_URL.match(target) is not None
 
 
+def as_target(setting: os.PathLike | str) -> Path | str:
+    """A database setting as the storage functions take it, for keeping around.
+
+    A PostgreSQL URL stays a ``str`` (repaired if ``Path`` already turned its
+    ``//`` into ``/``); anything else is a file path (``sqlite:///`` resolved).
+    """
+    text = os.fspath(setting)
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    m = _PG_URL.match(text)
+    if m is not None:
+        return "postgresql://" + text[m.end() :]
+    return _as_path(text)
+
+
 def display_target(target: os.PathLike | str) -> str:
     """A database setting for messages: the path, or the URL with no password."""
     text = os.fspath(target)

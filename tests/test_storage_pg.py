@@ -195,6 +195,10 @@ def test_url_forms_and_path_mangled_urls() -> None:
     assert storage.dataset_target("data/market.db", "x") == Path("data/datasets/x.db")
     assert storage._as_path("sqlite:///data/m.db") == Path("data/m.db")
     assert storage._as_path("sqlite:////tmp/m.db") == Path("/tmp/m.db")
+    assert storage.as_target(Path(url)) == url  # repaired, kept as str
+    assert storage.as_target("postgres://u@h/d") == "postgresql://u@h/d"
+    assert storage.as_target("sqlite:///data/m.db") == Path("data/m.db")
+    assert storage.as_target("data/m.db") == Path("data/m.db")
     with pytest.raises(ValueError, match=r"names no database"):
         storage_pg.parse_target("postgresql://u@h:5432/")
     with pytest.raises(ValueError, match=r"schema= must be"):
