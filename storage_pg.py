@@ -1274,6 +1274,21 @@ def delete_dataset(base: object, name: str) -> bool:
     return existed
 
 
+def _rename_to_dataset(conn: psycopg.Connection, schema: str, name: str) -> None:
+    """Rename `schema` to the schema of dataset `name` and label it (in a tx)."""
+    conn.execute(
+        sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(
+            sql.Identifier(schema), sql.Identifier(dataset_schema(name))
+        )
+    )
+    conn.execute(
+        sql.SQL("COMMENT ON SCHEMA {} IS {}").format(
+            sql.Identifier(dataset_schema(name)),
+            sql.Literal(DATASET_COMMENT_PREFIX + name),
+        )
+    )
+
+
 def rename_dataset(base: object, old: str, new: str) -> str:
     """Rename a dataset's schema; return the new dataset URL.
 
@@ -1290,16 +1305,7 @@ def rename_dataset(base: object, old: str, new: str) -> str:
             raise ValueError(f"old: no dataset named {old!r}")
         if _schema_exists(conn, dst):
             raise ValueError(f"new: a dataset named {new!r} already exists")
-        conn.execute(
-            sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(
-                sql.Identifier(src), sql.Identifier(dst)
-            )
-        )
-        conn.execute(
-            sql.SQL("COMMENT ON SCHEMA {} IS {}").format(
-                sql.Identifier(dst), sql.Literal(DATASET_COMMENT_PREFIX + new)
-            )
-        )
+        _rename_to_dataset(conn, src, new)
     return dataset_url(base, new)
 
 
@@ -1661,16 +1667,7 @@ def install_dataset(base: object, name: str, db_file: Path) -> str:
                     sql.Identifier(final)
                 )
             )
-            conn.execute(
-                sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(
-                    sql.Identifier(staging), sql.Identifier(final)
-                )
-            )
-            conn.execute(
-                sql.SQL("COMMENT ON SCHEMA {} IS {}").format(
-                    sql.Identifier(final), sql.Literal(DATASET_COMMENT_PREFIX + name)
-                )
-            )
+            _rename_to_dataset(conn, staging, name)
     except BaseException:
         with suppress(StorageError):
             _drop_schema(base, staging)
