@@ -7,8 +7,10 @@ itself). Arguments after ``--`` and the same settings as environment variables:
 argument            environment variable     meaning (default)
 ==================  =======================  =========================================
 ``--source``        ``PAIRDESK_SOURCE``      ``live`` or ``demo`` (``live``)
-``--db PATH``       ``PAIRDESK_DB``          database file (``data/market.db``;
-                                             Demo always uses ``data/demo.db``)
+``--db PATH|URL``   ``PAIRDESK_DB``          database file, ``sqlite:///PATH`` or
+                                             ``postgresql://USER@HOST:PORT/DB``
+                                             (``data/market.db``; Demo
+                                             ``data/demo.db``)
 ``--symbols``       ``PAIRDESK_SYMBOLS``     ``BTCUSDT,ETHUSDT``
 ``--base-url URL``  ``PAIRDESK_BASE_URL``    exchange stream base URL, route included
 ``--no-ingest``     ``PAIRDESK_INGEST=0``    show the database without ingesting
@@ -25,8 +27,9 @@ The script reads top to bottom: configuration, sidebar controls, the ingestion s
 (one per process through ``st.cache_resource``), then two auto-refreshing fragments:
 the live panel (last prices, live z-score, signal; every ``refresh`` seconds) and the
 bar panel (tabs with charts of completed bars; recomputed only when a bar closes).
-Everything shown is read back from SQLite; the analytics come from ``analytics.py``
-and the figures from ``charts.py``. No Streamlit call ever runs off the script thread.
+Everything shown is read back from the database (SQLite, or PostgreSQL behind the
+same storage API); the analytics come from ``analytics.py`` and the figures from
+``charts.py``. No Streamlit call ever runs off the script thread.
 
 Alerts: each ingestion service runs an ``alerts.AlertMonitor`` as a service task, so
 rules fire (stored, webhooks called) with no browser open, in the process holding the
@@ -69,6 +72,7 @@ from datetime import UTC, datetime  # noqa: E402
 from html import escape as html_escape  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -88,6 +92,7 @@ SOURCES = ("live", "demo")
 DEFAULT_SYMBOLS = ("BTCUSDT", "ETHUSDT")
 DEFAULT_LIVE_DB = Path("data/market.db")
 DEFAULT_DEMO_DB = Path("data/demo.db")
+DEMO_SCHEMA = "demo"  # the Demo source's schema beside a PostgreSQL live database
 TIMEFRAMES = ("1s", "1m", "5m", "custom")
 LOOKBACKS: dict[str, int | None] = {
     "auto (3 windows)": None,
@@ -149,8 +154,9 @@ class AppConfig:
     Attributes
     ----------
     source : ``"live"`` or ``"demo"``, the source selected on first load.
-    db_path : database of the Live source; imported datasets live in
-        ``datasets/`` beside it.
+    db_path : database of the Live source, a file ``Path`` or a PostgreSQL URL
+        ``str`` (``storage.as_target``); imported datasets live in ``datasets/``
+        beside it (on PostgreSQL: a schema each in the same database).
     demo_db_path : database of the Demo source, never the live one.
     symbols : upper-case symbols ingested on first load.
     base_url : stream base URL for Live, route included; None for the default.
@@ -162,14 +168,41 @@ class AppConfig:
     """
 
     source: str = "live"
-    db_path: Path = DEFAULT_LIVE_DB
-    demo_db_path: Path = DEFAULT_DEMO_DB
+    db_path: Path | str = DEFAULT_LIVE_DB
+    demo_db_path: Path | str = DEFAULT_DEMO_DB
     symbols: tuple[str, ...] = DEFAULT_SYMBOLS
     base_url: str | None = None
     ingest: bool = True
     max_upload_rows: int = DEFAULT_MAX_UPLOAD_ROWS
     rest_url: str = rest.DEFAULT_REST_URL
     rest: bool = True
+
+
+def demo_db_beside(live_db: Path | str) -> Path | str:
+    """The Demo database that goes with a live one, never the live one itself.
+
+    SQLite: ``demo.db`` beside the live file (``demo-source.db`` when the live file
+    is named ``demo.db``). PostgreSQL: schema ``demo`` of the same database, the
+    live URL with ``schema=demo`` (``demo_source`` when the live schema is
+    ``demo``).
+    """
+    if isinstance(live_db, Path):
+        demo = live_db.with_name("demo.db")
+        return demo if demo != live_db else live_db.with_name("demo-source.db")
+    parts = urlsplit(live_db)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = DEMO_SCHEMA
+    if ("schema", DEMO_SCHEMA) in query:
+        schema = f"{DEMO_SCHEMA}_source"
+    # a dataset= parameter would pick a schema too: storage refuses both at once
+    kept = [(k, v) for k, v in query if k not in ("schema", "dataset")]
+    return urlunsplit(parts._replace(query=urlencode([*kept, ("schema", schema)])))
+
+
+def db_exists(db: Path | str) -> bool:
+    """True when a SQLite file exists, and always for PostgreSQL: storage reads
+    tables that do not exist yet as empty (an unreachable server raises)."""
+    return storage.is_postgres_url(db) or Path(db).exists()
 
 
 def _arg_parser() -> argparse.ArgumentParser:
@@ -202,10 +235,14 @@ def parse_config(
     Returns
     -------
     AppConfig
-        ``--db`` names the database of the source started with: with
-        ``--source demo`` it is the Demo database (the Live one stays
-        ``data/market.db``); otherwise it is the Live database and Demo writes
-        ``demo.db`` beside it. Demo and Live never share a file.
+        ``--db`` names the database of the source started with (a file,
+        ``sqlite:///PATH`` or ``postgresql://USER@HOST:PORT/DB``, kept as
+        ``storage.as_target`` gives it: a URL stays a ``str``): with ``--source
+        demo`` it is the Demo database (the Live one stays ``data/market.db``);
+        otherwise it is the Live database and Demo writes ``demo.db`` beside it,
+        or, on PostgreSQL, schema ``demo`` of the same database (the URL with
+        ``?schema=demo``). Demo and Live never share a database (see
+        `demo_db_beside`).
 
     Raises
     ------
@@ -220,12 +257,10 @@ def parse_config(
     db_text = args.db or environ.get("PAIRDESK_DB")
     live_db, demo_db = DEFAULT_LIVE_DB, DEFAULT_DEMO_DB
     if db_text and source == "demo":
-        demo_db = Path(db_text)
+        demo_db = storage.as_target(db_text)
     elif db_text:
-        live_db = Path(db_text)
-        demo_db = live_db.with_name("demo.db")
-        if demo_db == live_db:
-            demo_db = live_db.with_name("demo-source.db")
+        live_db = storage.as_target(db_text)
+        demo_db = demo_db_beside(live_db)
     symbols_text = (
         args.symbols or environ.get("PAIRDESK_SYMBOLS") or ",".join(DEFAULT_SYMBOLS)
     )
@@ -338,27 +373,29 @@ class ServiceRegistry:
                 self._replay_symbols = tuple(symbols)
             return str(self._replay.url)
 
-    def _sync_locked(self, key: tuple[str, str], rest_url: str) -> Any:
+    def _sync_locked(
+        self, key: tuple[str, str], db_path: Path | str, rest_url: str
+    ) -> Any:
         """The REST sync of a key for ``rest_url`` (created or replaced); lock held."""
         sync = self._syncs.get(key)
         if sync is None or sync.client.base_url != rest_url.rstrip("/"):
             sync = rest.RestSync(
                 rest_url,
-                db_path=Path(key[1]),
+                db_path=db_path,
                 api_key=os.environ.get(rest.API_KEY_ENV) or None,
             )
             self._syncs[key] = sync
         return sync
 
-    def rest_sync(self, source: str, db_path: Path, rest_url: str) -> Any:
+    def rest_sync(self, source: str, db_path: Path | str, rest_url: str) -> Any:
         """The ``rest.RestSync`` of a source's service (created first if need be)."""
         with self._lock:
-            return self._sync_locked((source, str(db_path)), rest_url)
+            return self._sync_locked((source, str(db_path)), db_path, rest_url)
 
     def service(
         self,
         source: str,
-        db_path: Path,
+        db_path: Path | str,
         base_url: str | None,
         symbols: Sequence[str],
         *,
@@ -382,14 +419,14 @@ class ServiceRegistry:
             if service is None:
                 kwargs: dict[str, Any] = {
                     "symbols": tuple(symbols),
-                    "db_path": Path(db_path),
+                    "db_path": db_path,
                 }
                 if base_url:
                     kwargs["base_url"] = base_url
-                monitor = alerts.AlertMonitor(Path(db_path))
+                monitor = alerts.AlertMonitor(db_path)
                 tasks: list[Any] = [monitor.run]
                 if rest_url:
-                    tasks.append(self._sync_locked(key, rest_url).run)
+                    tasks.append(self._sync_locked(key, db_path, rest_url).run)
                 else:
                     self._syncs.pop(key, None)
                 service = ingestion.IngestionService(
@@ -418,17 +455,17 @@ class ServiceRegistry:
                 self._replay.stop(timeout=2.0)
                 self._replay = None
 
-    def existing(self, source: str, db_path: Path) -> Any:
+    def existing(self, source: str, db_path: Path | str) -> Any:
         """The service of a source if one was created, else None."""
         with self._lock:
             return self._services.get((source, str(db_path)))
 
-    def monitor(self, source: str, db_path: Path) -> Any:
+    def monitor(self, source: str, db_path: Path | str) -> Any:
         """The alert monitor run by a source's service, else None."""
         with self._lock:
             return self._monitors.get((source, str(db_path)))
 
-    def existing_sync(self, source: str, db_path: Path) -> Any:
+    def existing_sync(self, source: str, db_path: Path | str) -> Any:
         """The REST sync run by a source's service, else None."""
         key = (source, str(db_path))
         with self._lock:
@@ -443,34 +480,37 @@ def registry() -> ServiceRegistry:
     return ServiceRegistry()
 
 
-def _source_db(source: str, cfg: AppConfig) -> Path:
+def _source_db(source: str, cfg: AppConfig) -> Path | str:
     """The database a source reads and writes."""
     if source == "demo":
         return cfg.demo_db_path
     if source.startswith("file:"):
-        return storage.dataset_db_path(_data_dir(cfg), source.removeprefix("file:"))
+        return storage.dataset_target(cfg.db_path, source.removeprefix("file:"))
     return cfg.db_path
 
 
-def _data_dir(cfg: AppConfig) -> Path:
-    """Folder holding the live database and ``datasets/`` beside it."""
-    return cfg.db_path.parent
+def _datasets_base(cfg: AppConfig) -> Path | str:
+    """Where datasets live: the live database's folder (``datasets/`` in it), or
+    the live PostgreSQL database (a schema each)."""
+    return storage.datasets_base(cfg.db_path)
 
 
 def _list_datasets(cfg: AppConfig) -> list[str]:
-    """Names of imported datasets (``data/datasets/NAME.db``)."""
+    """Names of imported datasets (``data/datasets/NAME.db``, or PG schemas)."""
     try:
-        return list(storage.list_datasets(_data_dir(cfg)))
+        return list(storage.list_datasets(_datasets_base(cfg)))
     except (OSError, storage.StorageError):
         return []
 
 
-def db_file_bytes(db_path: Path) -> int | None:
-    """Size of the database file plus its WAL, bytes (None when absent)."""
-    if not db_path.exists():
+def db_file_bytes(db_path: Path | str) -> int | None:
+    """Size of the database file plus its WAL, bytes (None when absent).
+
+    On PostgreSQL: the on-disk size of the schema's tables (`storage.db_bytes`).
+    """
+    if not db_exists(db_path):
         return None
-    wal = db_path.with_name(db_path.name + "-wal")
-    return db_path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+    return storage.db_bytes(db_path)
 
 
 # --------------------------------------------------------------------------------------
@@ -505,7 +545,7 @@ def effective_lookback_s(choice: str, interval_s: int, window: int) -> int:
 
 
 def read_window_bars(
-    db_path: Path, symbol: str, interval_s: int, start_ms: int, end_ms: int
+    db_path: Path | str, symbol: str, interval_s: int, start_ms: int, end_ms: int
 ) -> pd.DataFrame:
     """Bars of ``symbol`` at ``interval_s`` over ``[start_ms, end_ms)``.
 
@@ -515,7 +555,7 @@ def read_window_bars(
     ``datafiles.read_bars_any``, which fills buckets without 1 s bars from stored
     bars whose interval divides ``interval_s``.
     """
-    if not db_path.exists():
+    if not db_exists(db_path):
         return resampling.empty_bars()
     bars = storage.read_bars_1s(db_path, symbol, start_ms, end_ms)
     reaches_start = (
@@ -545,7 +585,7 @@ class WindowBars:
     Shared by all sessions of the process; a lock serialises updates.
     """
 
-    def __init__(self, db_path: Path, symbol: str, interval_s: int) -> None:
+    def __init__(self, db_path: Path | str, symbol: str, interval_s: int) -> None:
         self.db_path = db_path
         self.symbol = symbol
         self.interval_s = interval_s
@@ -593,7 +633,7 @@ class WindowBars:
 def window_bars(db: str, symbol: str, interval_s: int, version: int) -> WindowBars:
     """The incremental bar cache of one (database, symbol, interval)."""
     del version  # part of the key only: "clear data" starts a new cache
-    return WindowBars(Path(db), symbol, interval_s)
+    return WindowBars(storage.as_target(db), symbol, interval_s)
 
 
 @st.cache_resource(show_spinner=False, max_entries=64, ttl=3600)
@@ -1162,7 +1202,7 @@ class SourceContext:
     Attributes
     ----------
     label : ``"LIVE"``, ``"DEMO"`` or ``"FILE"`` for the badge.
-    db_path : the database shown.
+    db_path : the database shown (a PostgreSQL URL stays a str).
     service : the ingestion service (None for File or with ingestion disabled).
     historical : True for a dataset: the window ends at its last data, not now.
     rules_db : database holding the alert rules and events shown: the source's own
@@ -1170,15 +1210,17 @@ class SourceContext:
         previewed on the dataset, never fired).
     monitor : the alert monitor of the service (None without a service).
     rest : the ``rest.RestSync`` run by the service (Live with REST only), else None.
+    dataset : the dataset's name for File, else None.
     """
 
     label: str
-    db_path: Path
+    db_path: Path | str
     service: Any
     historical: bool
-    rules_db: Path
+    rules_db: Path | str
     monitor: Any = None
     rest: Any = None
+    dataset: str | None = None
 
 
 def _service_for(source: str, cfg: AppConfig, symbols: tuple[str, ...]) -> Any:
@@ -1233,6 +1275,7 @@ def _select_source(cfg: AppConfig) -> SourceContext:
         rules_db=cfg.db_path if historical else db_path,
         monitor=monitor,
         rest=sync,
+        dataset=source.removeprefix("file:") if historical else None,
     )
 
 
@@ -1268,7 +1311,8 @@ def _controls(ctx: SourceContext) -> None:
         ss.confirm_clear = True
     if ss.confirm_clear:
         sb.warning(
-            f"Delete all ticks, bars and gaps in {ctx.db_path}? This cannot be undone."
+            f"Delete all ticks, bars and gaps in "
+            f"{storage.display_target(ctx.db_path)}? This cannot be undone."
         )
         col_yes, col_no = sb.columns(2)
         if col_yes.button("Yes, delete", key="btn_clear_yes", type="primary"):
@@ -1344,7 +1388,7 @@ def _status_bar(ctx: SourceContext, symbols: Sequence[str]) -> None:
     else:
         state_text = f"{state}: {', '.join(status.symbols)}"
     head = charts.source_badge_html(ctx.label)
-    where = html_escape(str(ctx.db_path))
+    where = html_escape(storage.display_target(ctx.db_path))
     st.markdown(
         f"{head} <span style='font-size:1.1rem;font-weight:600'>{state_text}</span>"
         f" <span style='opacity:0.6'>&nbsp;{where}</span>",
@@ -1437,9 +1481,10 @@ def history_end_ms(db: str, symbol: str, end_ms: int, version: int) -> int | Non
     """Where exchange history ends for ``symbol`` (``rest.exchange_history_end_ms``),
     looked up once per closed bar."""
     del end_ms, version  # cache key only
-    if not Path(db).exists():
+    target = storage.as_target(db)
+    if not db_exists(target):
         return None
-    return rest.exchange_history_end_ms(Path(db), symbol)
+    return rest.exchange_history_end_ms(target, symbol)
 
 
 def _window(ctx: SourceContext, interval_s: int, clock_ms: int) -> tuple[int, int]:
@@ -1459,14 +1504,14 @@ def _window(ctx: SourceContext, interval_s: int, clock_ms: int) -> tuple[int, in
 def _dataset_last_ms(db: str, version: int) -> int | None:
     """Last trade or bar time of a dataset, ms UTC (datasets change rarely)."""
     del version
-    stats = storage.db_stats(Path(db))
+    stats = storage.db_stats(storage.as_target(db))
     lasts = [s.last_ms for s in stats.symbols if s.last_ms is not None]
     return max(lasts) if lasts else None  # counts rows: fine for rare dataset views
 
 
 def _dataset_notes(ctx: SourceContext, params: Any, interval_s: int) -> None:
     """Say when the pair or the timeframe does not fit the dataset shown."""
-    name = ctx.db_path.stem
+    name = ctx.dataset
     held = storage.list_symbols(ctx.db_path)
     missing = [s for s in (params.symbol_y, params.symbol_x) if s not in held]
     if missing:
@@ -1543,7 +1588,7 @@ def _live_panel(ctx: SourceContext, params: Any, interval_s: int) -> None:
         _alert_toasts(ctx.rules_db)
 
 
-def _alert_toasts(db_path: Path) -> None:
+def _alert_toasts(db_path: Path | str) -> None:
     """Toast the alert events this session has not seen yet (newest ``MAX_TOASTS``).
 
     Each session remembers the largest event id it has shown, per database; a new
@@ -1598,9 +1643,9 @@ def _pair_tab(
     view: PairView,
     params: Any,
     interval_s: int,
-    rules_db: Path | None = None,
+    rules_db: Path | str | None = None,
     *,
-    history_db: Path | None = None,
+    history_db: Path | str | None = None,
     end_ms: int = 0,
 ) -> None:
     """Pair charts, statistic cards, ADF trigger and readiness messages.
@@ -1656,10 +1701,10 @@ def _pair_tab(
 
 
 def _pair_alert_events(
-    rules_db: Path, params: Any, table: pd.DataFrame
+    rules_db: Path | str, params: Any, table: pd.DataFrame
 ) -> pd.DataFrame | None:
     """Firings of rules on this pair (Y/X) within the table's span, or None."""
-    if table.empty or not rules_db.exists():
+    if table.empty or not db_exists(rules_db):
         return None
     since = int(charts.epoch_ms(table["ts"].iloc[:1])[0])
     frame = storage.list_alert_events(rules_db, since_ms=since, limit=1000)
@@ -2069,7 +2114,7 @@ def metric_help_text() -> str:
     return "\n".join(lines)
 
 
-def _add_rule(db_path: Path, params: Any) -> None:
+def _add_rule(db_path: Path | str, params: Any) -> None:
     """Add-button callback: parse, validate and store the rule typed in the sidebar.
 
     The rule carries the current ``PairParams``. It is stored through a short-lived
@@ -2104,7 +2149,7 @@ def _add_rule(db_path: Path, params: Any) -> None:
     ss.rule_webhook = ""
 
 
-def _set_rule_enabled(db_path: Path, rule_id: int) -> None:
+def _set_rule_enabled(db_path: Path | str, rule_id: int) -> None:
     """Toggle callback: store a rule's enabled flag."""
     ss = st.session_state
     enabled = bool(ss.get(f"rule_on_{rule_id}", True))
@@ -2115,7 +2160,7 @@ def _set_rule_enabled(db_path: Path, rule_id: int) -> None:
         ss.rule_flash = ("error", f"Could not change rule #{rule_id}: {exc}")
 
 
-def _delete_rule(db_path: Path, rule_id: int) -> None:
+def _delete_rule(db_path: Path | str, rule_id: int) -> None:
     """Delete-button callback: remove a rule (its events stay in the history)."""
     ss = st.session_state
     try:
@@ -2197,7 +2242,13 @@ def _alert_editor(ctx: SourceContext, params: Any) -> None:
         if flash:
             (st.error if flash[0] == "error" else st.success)(flash[1])
         where = "previewed on this dataset, fired on Live" if ctx.historical else ""
-        st.caption(f"Rules in {ctx.rules_db.name} {where}".strip())
+        rules_db = ctx.rules_db
+        name = (
+            rules_db.name
+            if isinstance(rules_db, Path)
+            else storage.display_target(rules_db)
+        )
+        st.caption(f"Rules in {name} {where}".strip())
         for rule in rules:
             col_t, col_on, col_del = st.columns([3.2, 1.0, 0.8])
             col_t.markdown(
@@ -2329,14 +2380,16 @@ def events_export_name(events: pd.DataFrame) -> str:
     )
 
 
-def _dataset_end_ms(db_path: Path, interval_s: int) -> int:
+def _dataset_end_ms(db_path: Path | str, interval_s: int) -> int:
     """End (exclusive) of a dataset's last bar at ``interval_s``, ms UTC (0: empty)."""
     last = _dataset_last_ms(str(db_path), st.session_state.data_version)
     step = interval_s * 1000
     return ((last // step) + 1) * step if last else 0
 
 
-def preview_metrics(db_path: Path, rule: Any, version: int) -> dict[str, float | None]:
+def preview_metrics(
+    db_path: Path | str, rule: Any, version: int
+) -> dict[str, float | None]:
     """The metrics of one rule on a dataset's latest bars (no ingestion, no firing).
 
     The view is the monitor's: ``alerts.lookback_s(params)`` of closed bars ending
@@ -2452,7 +2505,7 @@ def _alerts_tab(ctx: SourceContext) -> None:
             since_ms=None if since_s is None else now_ms() - since_s * 1000,
             limit=1000,
         )
-        if ctx.rules_db.exists()
+        if db_exists(ctx.rules_db)
         else storage.list_alert_events(ctx.rules_db, limit=0)
     )
     if events.empty:
@@ -2490,7 +2543,7 @@ def import_upload(
     content: Any,
     *,
     dataset: str,
-    base_dir: Path,
+    base_dir: Path | str,
     symbol: str | None = None,
     fmt: str | None = None,
     max_rows: int = DEFAULT_MAX_UPLOAD_ROWS,
@@ -2554,7 +2607,7 @@ def import_upload(
 def _dataset_row(db: str, version: int, mtime_ns: int) -> dict[str, Any]:
     """One dataset's summary (counts rows: cached per file version)."""
     del version, mtime_ns
-    stats = storage.db_stats(Path(db))
+    stats = storage.db_stats(storage.as_target(db))
     firsts = [s.first_ms for s in stats.symbols if s.first_ms is not None]
     lasts = [s.last_ms for s in stats.symbols if s.last_ms is not None]
     return {
@@ -2568,13 +2621,16 @@ def _dataset_row(db: str, version: int, mtime_ns: int) -> dict[str, Any]:
     }
 
 
-def datasets_frame(base_dir: Path, names: Sequence[str], version: int) -> pd.DataFrame:
+def datasets_frame(
+    base_dir: Path | str, names: Sequence[str], version: int
+) -> pd.DataFrame:
     """One row per dataset: name, symbols, row counts, span and size."""
     rows = []
     for name in names:
         db = storage.dataset_db_path(base_dir, name)
         try:
-            mtime = db.stat().st_mtime_ns
+            # a schema has no mtime: a new data_version (import, rename) renews it
+            mtime = db.stat().st_mtime_ns if isinstance(db, Path) else 0
             row = _dataset_row(str(db), version, mtime)
         except (OSError, storage.StorageError) as exc:
             row = {"symbols": f"unreadable: {exc}"}
@@ -2623,7 +2679,7 @@ def _upload_section(cfg: AppConfig) -> None:
                 uploaded.name,
                 uploaded,
                 dataset=ss.upload_name.strip(),
-                base_dir=_data_dir(cfg),
+                base_dir=_datasets_base(cfg),
                 symbol=ss.upload_symbol.strip() or None,
                 fmt=None if ss.upload_format == "auto" else ss.upload_format,
                 max_rows=cfg.max_upload_rows,
@@ -2649,9 +2705,14 @@ def _datasets_section(cfg: AppConfig) -> None:
     ss = st.session_state
     st.subheader("Datasets")
     names = _list_datasets(cfg)
-    base = _data_dir(cfg)
+    base = _datasets_base(cfg)
     if not names:
-        st.info(f"No datasets yet in {base / 'datasets'}: import a file above.")
+        where = (
+            base / "datasets"
+            if isinstance(base, Path)
+            else storage.display_target(base)
+        )
+        st.info(f"No datasets yet in {where}: import a file above.")
         return
     st.dataframe(
         datasets_frame(base, names, ss.data_version), hide_index=True, width="stretch"
@@ -2679,7 +2740,8 @@ def _datasets_section(cfg: AppConfig) -> None:
     pending = ss.get("confirm_ds_delete")
     if pending:
         st.warning(
-            f"Delete dataset {pending!r} ({storage.dataset_db_path(base, pending)})? "
+            f"Delete dataset {pending!r} "
+            f"({storage.display_target(storage.dataset_db_path(base, pending))})? "
             "This cannot be undone."
         )
         col_y, col_no = st.columns(2)
@@ -2700,10 +2762,10 @@ def _datasets_section(cfg: AppConfig) -> None:
             st.rerun(scope="app")
 
 
-def ticks_csv(db_path: Path, symbol: str, start_ms: int, end_ms: int) -> bytes:
+def ticks_csv(db_path: Path | str, symbol: str, start_ms: int, end_ms: int) -> bytes:
     """Ticks of one symbol in ``[start_ms, end_ms)`` as CSV bytes (streamed read)."""
     buffer = io.BytesIO()
-    if db_path.exists() and end_ms > start_ms:
+    if db_exists(db_path) and end_ms > start_ms:
         datafiles.export_ticks(db_path, symbol, start_ms, end_ms, buffer)
     else:
         buffer.write((",".join(datafiles.TICK_EXPORT_COLUMNS) + "\n").encode())
@@ -2711,11 +2773,11 @@ def ticks_csv(db_path: Path, symbol: str, start_ms: int, end_ms: int) -> bytes:
 
 
 def bars_csv(
-    db_path: Path, symbol: str, interval_s: int, start_ms: int, end_ms: int
+    db_path: Path | str, symbol: str, interval_s: int, start_ms: int, end_ms: int
 ) -> bytes:
     """Bars of one symbol at ``interval_s`` over ``[start_ms, end_ms)`` as CSV bytes."""
     buffer = io.BytesIO()
-    if db_path.exists() and end_ms > start_ms:
+    if db_exists(db_path) and end_ms > start_ms:
         datafiles.export_bars(db_path, symbol, interval_s, start_ms, end_ms, buffer)
     else:
         buffer.write((",".join(BAR_COLUMNS) + "\n").encode())
@@ -2749,7 +2811,7 @@ def _downloads_section(
     trades = view.result.backtest.trades
     events = (
         storage.list_alert_events(ctx.rules_db, limit=100_000)
-        if ctx.rules_db.exists()
+        if db_exists(ctx.rules_db)
         else None
     )
     cols = st.columns(5)
@@ -2894,10 +2956,29 @@ def _bar_panel(
     )
 
 
+def _require_reachable(db: Path | str) -> None:
+    """Stop with a plain message when a database server cannot be reached.
+
+    A PostgreSQL URL is probed with one catalog query (`storage.db_bytes`); the
+    message names host and port. A SQLite file needs no probe.
+    """
+    if not storage.is_postgres_url(db):
+        return
+    try:
+        storage.db_bytes(db)
+    except storage.StorageError as exc:
+        st.error(
+            f"The database cannot be reached: {exc}. Start the server or fix "
+            "--db / PAIRDESK_DB, then reload the page."
+        )
+        st.stop()
+
+
 def render(cfg: AppConfig) -> None:
     """The page, top to bottom: state, sidebar, source, live panel, bar panel."""
     st.set_page_config(page_title="PairDesk", page_icon="📈", layout="wide")
     st.markdown(NO_FLASH_CSS, unsafe_allow_html=True)
+    _require_reachable(cfg.db_path)
     _init_state(cfg)
     _apply_pending()
     _sidebar(_list_datasets(cfg), _symbol_checker(cfg))

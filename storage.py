@@ -1890,10 +1890,11 @@ def data_span(db_path: os.PathLike | str, symbol: str) -> DataSpan | None:
     return None
 
 
-def _file_bytes(db_path: os.PathLike | str) -> int:
+def db_bytes(db_path: os.PathLike | str) -> int:
     """Size of the database file plus its WAL, 0 for files that do not exist.
 
-    On PostgreSQL: the on-disk size of the schema's tables and indexes.
+    On PostgreSQL: the on-disk size of the schema's tables and indexes (one
+    catalog query: cheap enough for a status bar, unlike `db_stats`).
     """
     if is_postgres_url(db_path):
         return _pg().file_bytes(db_path)
@@ -1948,7 +1949,7 @@ def db_stats(db_path: os.PathLike | str) -> DbStats:
         )
     gap_rows = _query("db_stats", db_path, "SELECT count(*) FROM gaps")
     return DbStats(
-        file_bytes=_file_bytes(db_path),
+        file_bytes=db_bytes(db_path),
         symbols=tuple(stats),
         gaps=int(gap_rows[0][0]) if gap_rows else 0,
     )

@@ -2,7 +2,9 @@
 
 The AppTest cases run ``app.py`` against a real SQLite file under ``tmp_path`` filled
 through ``storage.Writer`` with a synthetic cointegrated pair, with ingestion switched
-off (``PAIRDESK_INGEST=0``), so nothing connects anywhere.
+off (``PAIRDESK_INGEST=0``), so nothing connects anywhere. One case runs the same on a
+throw-away PostgreSQL cluster (tests/pg_fixture.py; skipped with the install command
+when the server binaries or psycopg are missing).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import base64
 import json
 import math
 import re
+import socket
 import sys
 from pathlib import Path
 
@@ -20,6 +23,8 @@ import plotly.graph_objects as go
 import pytest
 
 import charts
+
+pytest_plugins = ["pg_fixture"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 APP_PATH = REPO_ROOT / "app.py"
@@ -240,6 +245,54 @@ def test_parse_config_rejects_bad_source_and_symbol() -> None:
         app.parse_config([], {"PAIRDESK_SOURCE": "x"})
     with pytest.raises(ValueError, match="symbol must be 2-20 letters or digits"):
         app.parse_config(["--symbols", "BTC-USDT"], {})
+
+
+def test_parse_config_keeps_a_postgresql_url_a_str_and_demo_in_a_schema() -> None:
+    """A postgresql:// setting stays the str given (never a Path); Demo gets schema
+    'demo' of the same database, other query parameters kept; datasets are schemas
+    of the live database."""
+    import app
+    import storage
+    import storage_pg
+
+    url = "postgresql://desk:s3cret@db.example:5433/market"
+    cfg = app.parse_config(["--db", url], {})
+    assert type(cfg.db_path) is str and cfg.db_path == url
+    assert cfg.demo_db_path == url + "?schema=demo"
+    live, demo = map(storage_pg.parse_target, (cfg.db_path, cfg.demo_db_path))
+    assert (live.dbname, live.schema) == ("market", "public")
+    assert (demo.dbname, demo.schema) == ("market", "demo")
+    # a live schema named demo: Demo takes another; other parameters stay
+    cfg = app.parse_config([], {"PAIRDESK_DB": url + "?schema=demo&sslmode=require"})
+    assert cfg.demo_db_path == url + "?sslmode=require&schema=demo_source"
+    # --source demo: the URL is the Demo database, Live keeps its default
+    cfg = app.parse_config(["--source", "demo", "--db", url], {})
+    assert (cfg.db_path, cfg.demo_db_path) == (Path("data/market.db"), url)
+    cfg = app.parse_config(["--db", url], {})
+    assert app._datasets_base(cfg) == url
+    target = app._source_db("file:aug8", cfg)
+    assert target == storage.dataset_target(url, "aug8")
+    assert storage_pg.parse_target(target).schema == "ds_aug8"
+    assert app.db_exists(url)
+
+
+def test_parse_config_reads_sqlite_urls_as_files() -> None:
+    """sqlite:///rel is a relative file and sqlite:////abs an absolute one (the rule
+    storage applies), with demo.db beside the live file."""
+    import app
+    import storage
+
+    cfg = app.parse_config(["--db", "sqlite:///data/x.db"], {})
+    assert (cfg.db_path, cfg.demo_db_path) == (Path("data/x.db"), Path("data/demo.db"))
+    cfg = app.parse_config(["--db", "sqlite:////srv/pd/x.db"], {})
+    assert (cfg.db_path, cfg.demo_db_path) == (
+        Path("/srv/pd/x.db"),
+        Path("/srv/pd/demo.db"),
+    )
+    assert storage.datasets_base("sqlite:////srv/pd/x.db") == cfg.db_path.parent
+    cfg = app.parse_config(["--db", "/srv/pd/demo.db"], {})
+    assert cfg.demo_db_path == Path("/srv/pd/demo-source.db")
+    assert not app.db_exists(Path("/nonexistent/x.db"))
 
 
 def test_streamlit_command_splits_streamlit_options_from_app_arguments() -> None:
@@ -1474,3 +1527,109 @@ def test_demo_never_calls_rest(monkeypatch, tmp_path: Path, rest_server) -> None
         assert rest_server.requests == []
     finally:
         st.cache_resource.clear()
+
+
+# ------------------------------------------------------------ AppTest on PostgreSQL
+
+
+@pytest.fixture()
+def pg_filled(pg_url: str) -> str:
+    """`filled_db`'s pair (4 h ending now) in a fresh PostgreSQL database, and
+    `dataset_dir`'s dataset 'synth' (8 h ending at midnight) in its schema there."""
+    import storage
+
+    end_ms = (int(pd.Timestamp.now(tz="UTC").value // 1_000_000) // 1000) * 1000
+    dataset = _synthetic_ticks(DATASET_END_MS, minutes=480, step_ms=4000, seed=11)
+    seeds = (
+        (pg_url, _synthetic_ticks(end_ms, minutes=240)),
+        (storage.dataset_target(pg_url, "synth"), dataset),
+    )
+    for target, ticks in seeds:
+        writer = storage.Writer(target)
+        try:
+            writer.write_batch(ticks)
+        finally:
+            writer.close()
+    return pg_url
+
+
+def test_app_on_postgresql_shows_the_pair_and_a_dataset_as_file_source(
+    monkeypatch, pg_filled: str
+) -> None:
+    """With a postgresql:// setting every tab renders from the server: the seeded
+    last prices and statistics; the dataset schema is listed in the Data tab and,
+    chosen as 'File: synth', the Pair tab equals analytics on its bars; Demo is a
+    schema of its own, empty here. The URL's password is never shown."""
+    import analytics
+    import app
+    import storage
+
+    url = pg_filled
+    # the throw-away cluster trusts local users: a password is accepted, unused
+    at = _app(monkeypatch, url.replace("@", ":hunter2@", 1)).run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    masked = url.replace("@", ":***@", 1)
+    status = " ".join(m.value for m in at.markdown)
+    assert "LIVE" in status and masked in status
+    assert "Rules in " + masked in [c.value for c in at.caption]
+    shown = [e.value for e in (*at.markdown, *at.caption, *at.info, *at.warning)]
+    assert not [text for text in shown if "hunter2" in text]
+    for sym in ("BTCUSDT", "ETHUSDT"):
+        last = storage.last_tick(url, sym).price
+        assert _metric(at, f"{sym} last") == app.fmt_num(last, 8)
+    assert _metric(at, "live z") != "-"
+    assert _metric(at, "db size") not in ("-", "0 B")
+    for name in app.TAB_NAMES:
+        at.session_state["main_tab"] = name
+        at.run()
+        assert not at.exception, (name, at.exception)
+        assert not at.error, (name, [e.value for e in at.error])
+        if name not in ("Alerts", "Data"):
+            waiting = [i.value for i in at.info if "waiting for" in i.value]
+            assert not waiting, (name, waiting)
+    listed = at.dataframe[0].value  # the Data tab, shown last
+    assert list(listed["dataset"]) == ["synth"]
+    assert list(listed["symbols"]) == ["BTCUSDT, ETHUSDT"]
+    assert list(listed["ticks"]) == [2 * 480 * 60 // 4]  # a trade per 4 s each
+    at.session_state["main_tab"] = "Pair"
+    at.run()
+    assert _metric(at, "β (latest)") != "-"
+    assert _metric(at, "EG p") != "-"
+
+    assert "File: synth" in at.sidebar.radio(key="source").options
+    at.sidebar.radio(key="source").set_value("File: synth").run()
+    assert not at.exception, at.exception
+    assert "FILE" in " ".join(m.value for m in at.markdown)
+    target = storage.dataset_target(url, "synth")
+    expected = _expected(target, 60, analytics.PairParams())
+    assert expected.latest.z is not None
+    assert _metric(at, "β (latest)") == app.fmt_num(expected.latest.beta)
+    assert _metric(at, "z (latest bar)") == app.fmt_num(expected.latest.z, 3)
+    assert _metric(at, "EG p") == app.fmt_num(expected.eg.pvalue, 3)
+    for tab in ("Alerts", "Data", "Backtest"):
+        at.session_state["main_tab"] = tab
+        at.run()
+        assert not at.exception, (tab, at.exception)
+        assert not at.error, (tab, [e.value for e in at.error])
+
+    at.sidebar.radio(key="source").set_value("Demo").run()
+    assert not at.exception, at.exception
+    status = " ".join(m.value for m in at.markdown)
+    assert "DEMO" in status and f"{masked}?schema=demo" in status
+    assert _metric(at, "BTCUSDT last") == "-"  # none of the live data
+
+
+def test_app_on_an_unreachable_postgresql_says_where_it_looked(monkeypatch) -> None:
+    """A PostgreSQL URL nobody listens on gives one plain error naming host and port
+    (no traceback), and hides the password."""
+    with socket.socket() as probe:  # a loopback port with no server behind it
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"postgresql://desk:s3cret@127.0.0.1:{port}/market"
+    at = _app(monkeypatch, url).run()  # type: ignore[arg-type]
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1, errors
+    assert f"cannot reach PostgreSQL at 127.0.0.1:{port}" in errors[0]
+    assert "s3cret" not in errors[0]
