@@ -1633,3 +1633,37 @@ def test_app_on_an_unreachable_postgresql_says_where_it_looked(monkeypatch) -> N
     assert len(errors) == 1, errors
     assert f"cannot reach PostgreSQL at 127.0.0.1:{port}" in errors[0]
     assert "s3cret" not in errors[0]
+
+
+def test_upload_into_postgresql_becomes_a_file_source_with_the_same_numbers(
+    monkeypatch, pg_url: str, shared_data: Path
+) -> None:
+    """Recorded Binance trades uploaded on a PostgreSQL live database land in the
+    schema dataset 'aug8', which the sidebar offers and the Pair tab analyses as
+    analytics does on the same bars."""
+    import analytics
+    import app
+    import storage
+
+    folder = shared_data / "derived_csv"
+    at = _app(monkeypatch, pg_url)  # type: ignore[arg-type]
+    at.session_state["main_tab"] = "Data"
+    at.session_state["timeframe"] = "1s"
+    at.session_state["window"] = 30
+    at.run()
+    for sym in ("BTCUSDT", "ETHUSDT"):
+        _upload(at, folder / f"{sym}-trades-2024-08-08-span.csv", dataset="aug8")
+        assert f"{sym}-trades-2024-08-08-span.csv (trades) -> dataset 'aug8'" in (
+            " ".join(s.value for s in at.success)
+        )
+    assert storage.list_datasets(pg_url) == ["aug8"]
+    assert "File: aug8" in at.sidebar.radio(key="source").options
+    at.sidebar.radio(key="source").set_value("File: aug8").run()
+    at.session_state["main_tab"] = "Pair"
+    at.run()
+    assert not at.exception, at.exception
+    db = storage.dataset_target(pg_url, "aug8")
+    expected = _expected(db, 1, analytics.PairParams(interval="1s", window=30))
+    assert expected.latest.beta is not None
+    assert _metric(at, "β (latest)") == app.fmt_num(expected.latest.beta)
+    assert _metric(at, "z (latest bar)") == app.fmt_num(expected.latest.z, 3)
