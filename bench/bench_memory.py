@@ -211,7 +211,7 @@ def dashboard(budget_s: float, closes_1s: int, *, quick: bool = False) -> list[d
     import storage
 
     _quiet()
-    info = databases(True, log=lambda m: print(m, file=sys.stderr))["24h"]
+    info = databases(quick, log=lambda m: print(m, file=sys.stderr))["24h"]
     db = info.path
     clear_app_caches()
     rss0, _ = rss_mb()
@@ -258,7 +258,7 @@ def run(quick: bool = False) -> list[dict]:
         rows += dashboard(10.0, 3_600, quick=True)
     else:
         rows = ingester(5_000_000, 330.0)
-        rows += dashboard(120.0, 3_600)
+        rows += dashboard(200.0, 3_600)  # the whole hour: about 160 s here
     return rows
 
 

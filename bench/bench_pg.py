@@ -13,6 +13,10 @@ Figures (targets from issue 9):
 - ``pg.read_1s_24h`` / ``pg.read_1m_24h``: ``read_bars_1s`` and ``read_bars_agg``
   (60 s) over 24 h of 1 s bars of one symbol (86 400 rows), against SQLite;
   target ratio <= 2.
+- ``pg.refresh.24h.{1s,1m}``: one dashboard refresh at bar close through app.py
+  (``bench_refresh.measure_series``: window read, resample, ``pair_analytics``,
+  figures) on 24 h of two-symbol 1 s bars, the two backends interleaved close by
+  close; target ratio <= 2.
 
 Run: ``python bench/bench_pg.py [--quick]``. Without PostgreSQL it returns no rows
 and says why.
@@ -72,22 +76,59 @@ def _ingest_rate(target: object, ticks: list[Tick]) -> float:
 
 
 def _fill_day(target: object) -> None:
-    """24 h of 1 s bars of BTCUSDT: one trade per second through the columnar path."""
+    """24 h of 1 s bars of BTCUSDT and ETHUSDT (cointegrated): one trade per second
+    each, through the columnar path."""
     n = DAY_S
     ids = np.arange(1, n + 1, dtype=np.int64)
     ts = T0 + (ids - 1) * 1000 + 250
-    price = 60_000 + np.cumsum(np.random.default_rng(3).normal(0, 2, n))
+    rng = np.random.default_rng(3)
+    btc = 60_000 + np.cumsum(rng.normal(0, 2, n))
+    eth = 0.05 * btc + rng.normal(0, 0.5, n)
     with storage.Writer(target) as w:
-        for i in range(0, n, 20_000):
-            s = slice(i, i + 20_000)
-            w.write_tick_columns(
-                "BTCUSDT",
-                ids[s],
-                ts[s],
-                price[s],
-                np.full(ids[s].size, 0.5),
-                ids[s] % 2,
-            )
+        for symbol, price in (("BTCUSDT", btc), ("ETHUSDT", eth)):
+            for i in range(0, n, 20_000):
+                s = slice(i, i + 20_000)
+                w.write_tick_columns(
+                    symbol,
+                    ids[s],
+                    ts[s],
+                    price[s],
+                    np.full(ids[s].size, 0.5),
+                    ids[s] % 2,
+                )
+
+
+def _refresh_rows(lite_db: Path, pg_db: str, quick: bool) -> list[dict]:
+    """App-path refresh at bar close on both backends, interleaved, and the ratio."""
+    from bench_refresh import _quiet, measure_series
+
+    _quiet()
+    out = []
+    for interval_s, label in ((1, "1s"), (60, "1m")):
+        series = measure_series(
+            {"sqlite": lite_db, "pg": pg_db}, interval_s, 6 if quick else 16
+        )
+        storage.close_readers()
+        lite, pg = series["sqlite"], series["pg"]
+        base = row(
+            f"sqlite.refresh.24h.{label}",
+            f"SQLite refresh at bar close, 24 h db, {label} bars "
+            f"(app path, {lite['bars']} bars)",
+            "ms",
+            lite["steady"],
+        )
+        cur = row(
+            f"pg.refresh.24h.{label}",
+            f"PostgreSQL refresh at bar close, 24 h db, {label} bars "
+            f"(app path, {pg['bars']} bars)",
+            "ms",
+            pg["steady"],
+            base,
+            target="ratio <= 2",
+        )
+        cur["met"] = cur["ratio"] <= 2.0
+        out += [base, cur]
+    return out
 
 
 def run(quick: bool = False) -> list[dict]:
@@ -162,6 +203,7 @@ def run(quick: bool = False) -> list[dict]:
                 cur["met"] = cur["ratio"] <= 2.0
                 results += [base, cur]
             storage.close_readers()
+            results += _refresh_rows(lite_db, pg_db, quick)
     finally:
         cluster.stop()
     return results

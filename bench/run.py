@@ -10,7 +10,8 @@ between the two shows how noisy the machine was during the run.
 Options: ``--quick`` (under two minutes on 2 cores: fewer and shorter runs),
 ``--json FILE`` (machine info, probes and rows with stable keys),
 ``--only NAME,...`` (a subset of: ingest, refresh, analytics, unitroot, storage,
-import, memory).
+import, memory, pg). ``pg`` (PostgreSQL against SQLite) reports nothing, and says
+why, where PostgreSQL is not installed.
 """
 
 from __future__ import annotations
@@ -45,7 +46,16 @@ for _p in (REPO, BENCH):
 
 from _common import cpu_probe, markdown_table, print_table  # noqa: E402
 
-MODULES = ("ingest", "refresh", "analytics", "unitroot", "storage", "import", "memory")
+MODULES = (
+    "ingest",
+    "refresh",
+    "analytics",
+    "unitroot",
+    "storage",
+    "import",
+    "memory",
+    "pg",
+)
 TIMEOUT_S = {"quick": 150.0, "full": 600.0}
 
 # Targets from the issue, for rows whose module does not state them itself:
