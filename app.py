@@ -2974,6 +2974,28 @@ def _require_reachable(db: Path | str) -> None:
         st.stop()
 
 
+def _storage_guard(panel: Any) -> Any:
+    """`panel` with a plain error in place of a traceback when the database fails.
+
+    A database server can go away mid-session (a restart, a network cut) after the
+    start-up probe passed: a panel then says so in one line and the next refresh
+    tries again; nothing stored is touched.
+    """
+
+    @functools.wraps(panel)
+    def guarded(*args: Any, **kwargs: Any) -> None:
+        try:
+            panel(*args, **kwargs)
+        except storage.StorageError as exc:
+            st.error(f"{DB_FAILED}: {exc}. {DB_RETRY}")
+
+    return guarded
+
+
+DB_FAILED = "Reading the database failed"
+DB_RETRY = "The next refresh tries again; stored data is untouched."
+
+
 def render(cfg: AppConfig) -> None:
     """The page, top to bottom: state, sidebar, source, live panel, bar panel."""
     st.set_page_config(page_title="PairDesk", page_icon="📈", layout="wide")
@@ -3000,12 +3022,13 @@ def render(cfg: AppConfig) -> None:
         if ss.pause_charts
         else min(max(refresh_s, float(interval_s)), MAX_CHART_REFRESH_S)
     )
+    live_panel, bar_panel = _storage_guard(_live_panel), _storage_guard(_bar_panel)
     if ctx.historical:
-        _live_panel(ctx, params, interval_s)
-        _bar_panel(ctx, params, interval_s, cfg)
+        live_panel(ctx, params, interval_s)
+        bar_panel(ctx, params, interval_s, cfg)
         return
-    st.fragment(run_every=refresh_s)(_live_panel)(ctx, params, interval_s)
-    st.fragment(run_every=chart_every)(_bar_panel)(ctx, params, interval_s, cfg)
+    st.fragment(run_every=refresh_s)(live_panel)(ctx, params, interval_s)
+    st.fragment(run_every=chart_every)(bar_panel)(ctx, params, interval_s, cfg)
 
 
 def main() -> None:
@@ -3019,7 +3042,7 @@ def main() -> None:
     except ValueError as exc:
         st.error(f"Bad start-up setting: {exc}")
         st.stop()
-    render(cfg)
+    _storage_guard(render)(cfg)
 
 
 if __name__ == "__main__":

@@ -1635,6 +1635,38 @@ def test_app_on_an_unreachable_postgresql_says_where_it_looked(monkeypatch) -> N
     assert "s3cret" not in errors[0]
 
 
+def test_database_lost_mid_session_shows_one_plain_error_then_recovers(
+    monkeypatch, pg_cluster, pg_filled: str
+) -> None:
+    """The server loses the database after the start-up probe passed (its
+    connections killed, as in a restart): the page says so in plain words, with
+    no traceback; when the database is back the page renders again."""
+    import psycopg
+
+    import app
+    import storage
+
+    at = _app(monkeypatch, pg_filled).run()
+    assert not at.exception and not at.error, at.exception
+    name = pg_filled.rsplit("/", 1)[1]
+    with psycopg.connect(pg_cluster.url(), autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        # the start-up probe (one size query) runs first on every rerun: let it
+        # pass, as it did just before the loss, so that the panels meet it
+        with monkeypatch.context() as m:
+            m.setattr(storage, "db_bytes", lambda target: 0)
+            at.run()
+        assert not at.exception, at.exception
+        errors = [e.value for e in at.error]
+        assert errors and all(e.startswith(app.DB_FAILED) for e in errors), errors
+        assert name in " ".join(errors)
+        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert "LIVE" in " ".join(m.value for m in at.markdown)
+
+
 def test_upload_into_postgresql_becomes_a_file_source_with_the_same_numbers(
     monkeypatch, pg_url: str, shared_data: Path
 ) -> None:

@@ -12,6 +12,8 @@ import gzip
 import io
 import json
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 import tracemalloc
@@ -749,6 +751,78 @@ def test_memory_stays_bounded_as_the_file_grows(tmp_path: Path) -> None:
     )
     assert large < 1.3 * small
     assert large < 120 * 2**20
+
+
+_PEAK_RSS_CHILD = """
+import resource, runpy, sys
+sys.argv = ["ingestion.py", *sys.argv[1:]]
+try:
+    runpy.run_path("ingestion.py", run_name="__main__")
+except SystemExit as exc:
+    code = exc.code
+else:
+    code = 0
+print("PEAK_RSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+sys.exit(code)
+"""
+
+
+def _cli_import_peak_rss_mb(src: Path, db: Path) -> tuple[float, str, str]:
+    """Peak RSS (MB) of `python ingestion.py import SRC` in a fresh process."""
+    repo = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAK_RSS_CHILD, "import", str(src)]
+        + ["--dataset", src.stem.replace("-", "_"), "--db", str(db)],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    peak_kb = int(done.stdout.rsplit("PEAK_RSS_KB", 1)[1].split()[0])
+    return peak_kb / 1024, done.stdout, done.stderr
+
+
+@pytest.mark.slow
+def test_ten_million_row_file_streams_through_the_cli_in_bounded_memory(
+    tmp_path: Path,
+) -> None:
+    """A 10 M-row Binance trades CSV (about 500 MB) imports through the CLI with
+    a progress line; its peak RSS is that of a 1 M-row file (chunks, not the file,
+    are held), and every row lands with its 1 s bars."""
+    sizes = {"small": 1_000_000, "large": 10_000_000}
+    peaks = {}
+    for tag, rows in sizes.items():
+        src = tmp_path / f"BTCUSDT-trades-{tag}.csv"
+        with open(src, "w") as fh:
+            for start in range(0, rows, 500_000):
+                fh.write(
+                    trades_csv_rows(
+                        500_000,
+                        start_id=1_000 + start,
+                        t0=1_723_161_256_322 + start * 7,
+                    )
+                )
+        db = tmp_path / "market.db"
+        peaks[tag], out, err = _cli_import_peak_rss_mb(src, db)
+        src.unlink()  # half a gigabyte: do not keep two
+        assert f"{rows} ticks" in out, out
+        assert f"{rows:,} rows" in err, err[-500:]
+    print(f"peak RSS: 1 M rows {peaks['small']:.0f} MB, 10 M {peaks['large']:.0f} MB")
+    assert peaks["large"] < 1.15 * peaks["small"] + 16, peaks
+    assert peaks["large"] < 400, peaks
+    target = storage.dataset_target(tmp_path / "market.db", "BTCUSDT_trades_large")
+    with sqlite3.connect(storage.as_target(target)) as conn:
+        ticks, lo, hi = conn.execute(
+            "SELECT count(*), min(trade_id), max(trade_id) FROM ticks"
+        ).fetchone()
+        bars, trades = conn.execute(
+            "SELECT count(*), sum(trades) FROM bars_1s"
+        ).fetchone()
+    assert (ticks, lo, hi) == (10_000_000, 1_000, 10_000_999)
+    assert trades == 10_000_000
+    t0, last = 1_723_161_256_322, 1_723_161_256_322 + 7 * (10_000_000 - 1)
+    assert bars == last // 1000 - t0 // 1000 + 1  # a trade every 7 ms: no empty second
 
 
 def test_cli_import_and_export(
