@@ -2968,7 +2968,7 @@ def _require_reachable(db: Path | str) -> None:
         storage.db_bytes(db)
     except storage.StorageError as exc:
         st.error(
-            f"The database cannot be reached: {exc}. Start the server or fix "
+            f"The database is not available: {exc}. Start the server or fix "
             "--db / PAIRDESK_DB, then reload the page."
         )
         st.stop()

@@ -248,14 +248,20 @@ def connect(
     Raises
     ------
     StorageError
-        "OP failed: cannot reach PostgreSQL at HOST:PORT (database D): REASON".
+        "OP failed: cannot reach PostgreSQL at HOST:PORT (database D): REASON",
+        or "refused by PostgreSQL at ..." when the server answered (no such
+        database, role, or a wrong password).
     """
     try:
         conn = psycopg.connect(t.conninfo, autocommit=True)
     except psycopg.Error as exc:
+        reason = _first_line(exc)
+        # "FATAL:" is the server's own answer (no such database, role or
+        # password): it was reached, so do not send the user looking for it
+        status = "refused by" if "FATAL:" in reason else "cannot reach"
         raise StorageError(
-            f"{op} failed: cannot reach PostgreSQL at {t.host}:{t.port} "
-            f"(database {t.dbname}): {_first_line(exc)}"
+            f"{op} failed: {status} PostgreSQL at {t.host}:{t.port} "
+            f"(database {t.dbname}): {reason}"
         ) from exc
     try:
         conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(t.schema)))

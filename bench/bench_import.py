@@ -77,7 +77,10 @@ else:
     conn.close()
     rows = len(frame)
 seconds, cpu_s = time.perf_counter() - t0, cpu() - c0
-peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+# VmHWM of this process's own memory: getrusage's ru_maxrss would also carry the
+# high-water mark of the benchmark process this one was forked from
+with open("/proc/self/status") as fh:
+    peak_kb = int(next(ln.split()[1] for ln in fh if ln.startswith("VmHWM:")))
 print(json.dumps({{"rows": rows, "seconds": seconds, "cpu_s": cpu_s,
                    "peak_rss_mb": peak_kb / 1024}}))
 """

@@ -231,6 +231,18 @@ def test_unreachable_server_names_host_and_port(pg_cluster) -> None:
         storage.read_bars_1s(url, "BTCUSDT", None, None)
 
 
+def test_missing_database_is_refused_by_a_reachable_server(pg_cluster) -> None:
+    """A server that answers but has no such database is not called unreachable:
+    the message says it refused, with host, port and the server's reason."""
+    url = pg_cluster.url("no_such_db")
+    with pytest.raises(
+        StorageError,
+        match=rf"^open failed: refused by PostgreSQL at 127.0.0.1:{pg_cluster.port} "
+        r'\(database no_such_db\): .*database "no_such_db" does not exist',
+    ):
+        Writer(url)
+
+
 def test_read_only_transaction_error_names_operation(pg_url: str) -> None:
     """A write the server refuses raises StorageError (not locked) naming the call."""
     with Writer(pg_url) as w:
