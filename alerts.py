@@ -1360,19 +1360,25 @@ class AlertMonitor:
             self._writer.close()
             self._writer = None
 
-    def _store(self, alert: FiredAlert) -> int:
-        """DB thread: insert one event (and mark it 'none' when it has no webhook)."""
+    def _store(self, alert: FiredAlert) -> tuple[int, bool]:
+        """DB thread: insert one event (and mark it 'none' when it has no webhook).
+
+        Returns the event id and whether this call stored it. A firing already
+        stored (its store ran on in this thread after the run was cancelled, and
+        the restarted run retried it) keeps its one row and is not notified again.
+        """
         writer = self._writer_conn()
+        rule_id = int(alert.rule.id or 0)
+        found = writer.alert_event_id(rule_id, alert.fired_ms)
+        if found is not None:
+            return found, False
         snapshot_json = json.dumps(alert.snapshot, allow_nan=False, sort_keys=True)
         event_id = writer.add_alert_event(
-            int(alert.rule.id or 0),
-            alert.fired_ms,
-            _json_number(alert.value),
-            snapshot_json,
+            rule_id, alert.fired_ms, _json_number(alert.value), snapshot_json
         )
         if not alert.rule.webhook_url:
             writer.update_alert_event_notification(event_id, "none", "no webhook")
-        return event_id
+        return event_id, True
 
     def _record(self, event_id: int, outcome: WebhookOutcome) -> None:
         """DB thread: record a webhook outcome on its event."""
@@ -1388,7 +1394,7 @@ class AlertMonitor:
         while self._pending:
             alert = self._pending[0]
             try:
-                event_id = await loop.run_in_executor(
+                event_id, new = await loop.run_in_executor(
                     self._pool("db"), self._store, alert
                 )
             except storage.StorageError as exc:
@@ -1398,6 +1404,11 @@ class AlertMonitor:
             self._pending.pop(0)
             done = replace(alert, event_id=event_id)
             stored.append(done)
+            if not new:
+                log.info(
+                    "alert %s at %d was already stored", alert.rule.id, alert.fired_ms
+                )
+                continue
             log.info(
                 "alert %s fired: %s = %s",
                 alert.rule.id,

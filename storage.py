@@ -1440,8 +1440,17 @@ class Writer:
     def add_alert_event(
         self, rule_id: int, fired_ms: int, value: float | None, snapshot_json: str
     ) -> int:
-        """Store one firing of a rule (notify_status "pending") and return its id."""
+        """Store one firing of a rule (notify_status "pending") and return its id.
+
+        A firing of the same rule at the same `fired_ms` that is already stored is
+        not stored again: its id is returned. A monitor retrying a store whose
+        outcome it did not see (cancelled while the insert ran, a connection lost
+        after the commit) thus never records one firing twice.
+        """
         with self._transaction("add_alert_event") as conn:
+            found = _alert_event_id(conn, rule_id, fired_ms)
+            if found is not None:
+                return found
             cur = conn.execute(
                 "INSERT INTO alert_events(rule_id, fired_ms, value, snapshot_json) "
                 "VALUES (?, ?, ?, ?)",
@@ -1455,6 +1464,11 @@ class Writer:
             event_id = int(cur.lastrowid)
         return event_id
 
+    def alert_event_id(self, rule_id: int, fired_ms: int) -> int | None:
+        """Id of the stored firing of `rule_id` at `fired_ms`, or None."""
+        with self._transaction("alert_event_id") as conn:
+            return _alert_event_id(conn, rule_id, fired_ms)
+
     def update_alert_event_notification(
         self, event_id: int, status: str, detail: str | None = None
     ) -> None:
@@ -1465,6 +1479,17 @@ class Writer:
                 "WHERE id = ?",
                 (status, detail, int(event_id)),
             )
+
+
+def _alert_event_id(
+    conn: sqlite3.Connection, rule_id: int, fired_ms: int
+) -> int | None:
+    """Id of the event of `rule_id` fired at `fired_ms` (index alert_events_rule)."""
+    row = conn.execute(
+        "SELECT id FROM alert_events WHERE rule_id = ? AND fired_ms = ?",
+        (int(rule_id), int(fired_ms)),
+    ).fetchone()
+    return None if row is None else int(row[0])
 
 
 def _to_epoch_ms(values: pd.Series) -> np.ndarray:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import threading
+import time
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -606,6 +607,58 @@ def test_monitor_stores_event_before_notifying_and_respects_restart_cooldown(db_
     passes = asyncio.run(scenario(third, [now + 601_000]))
     assert len(passes[0]) == 1
     assert len(alerts.new_events_since(db_path, 0)) == 2
+
+
+def test_monitor_restarted_during_a_store_keeps_one_event_and_no_second_webhook(
+    db_path, hooks, monkeypatch
+):
+    """The service cancels the monitor (lease lost, stop) while a firing's insert
+    runs in the DB thread, and later restarts the same monitor: the firing, still
+    pending in the monitor, is found stored, so one event and no second webhook
+    (seen on PostgreSQL in the one-ingester-two-dashboards test)."""
+    n = 10
+    _seed_db(db_path, n, live=(70000.0, None))
+    with storage.Writer(db_path) as writer:
+        rule = alerts.save_rule(
+            writer,
+            AlertRule.create(
+                "BTCUSDT.price > 1",
+                PairParams(),
+                cooldown_s=600,
+                webhook_url=hooks.url("/ok"),
+            ),
+        )
+    now = T0 + n * 1000 + 600
+    monitor = alerts.AlertMonitor(db_path, period_s=0.05, clock=lambda: now)
+    real_store = monitor._store
+    entered = threading.Event()
+
+    def slow_store(alert):
+        entered.set()
+        time.sleep(0.3)  # the insert outlives the run that started it
+        return real_store(alert)
+
+    monkeypatch.setattr(monitor, "_store", slow_store)
+
+    async def scenario():
+        first = asyncio.create_task(monitor.run())
+        while not entered.is_set():
+            await asyncio.sleep(0.01)
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+        entered.clear()
+        second = asyncio.create_task(monitor.run())  # the same monitor, restarted
+        while not entered.is_set():
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.6)
+        second.cancel()
+        await asyncio.gather(second, return_exceptions=True)
+
+    asyncio.run(scenario())
+    events = storage.list_alert_events(db_path, rule_id=rule.id)
+    assert events["fired_ms"].tolist() == [now]
+    assert hooks.bodies("/ok") == []  # its run was cancelled before notifying
+    assert events["notify_status"].tolist() == ["pending"]
 
 
 def test_monitor_skips_disabled_rules_and_waits_for_data(db_path):

@@ -945,7 +945,12 @@ def test_alert_rules_and_events_round_trip(writer: Writer, db_path: Path) -> Non
     assert rules[1].webhook_format == "slack" and rules[1].enabled is False
     writer.set_alert_rule_enabled(r2, True)
     assert storage.list_alert_rules(db_path)[1].enabled is True
+    assert writer.alert_event_id(r1, T0) is None
     e1 = writer.add_alert_event(r1, T0, 2.3, '{"z": 2.3}')
+    # the same firing stored again (a retried store) keeps its one row
+    assert writer.add_alert_event(r1, T0, 2.3, '{"z": 2.3}') == e1
+    assert writer.alert_event_id(r1, T0) == e1
+    assert writer.alert_event_id(r2, T0) is None
     e2 = writer.add_alert_event(r2, T0 + 1000, -6.0, "{}")
     writer.update_alert_event_notification(e2, "failed", "HTTP 500")
     events = storage.list_alert_events(db_path)
