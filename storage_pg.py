@@ -577,6 +577,7 @@ class PgWriter(Writer):
         self._closed = False
         self._pg: psycopg.Connection | None = None
         self._lease_conn: psycopg.Connection | None = None
+        self._lease_tag = ""  # application_name of the lease session: its owner
         self._lock_held = False
         self._days: set[int] = set()
         self._pending_days: set[int] = set()
@@ -809,7 +810,22 @@ class PgWriter(Writer):
         self._lease_conn = connect(
             self._target, op, lock_timeout_ms=self._admin_timeout_ms
         )
+        if self._lease_tag:
+            self._name_lease_session(op)
         return self._lease_conn
+
+    def _name_lease_session(self, op: str) -> None:
+        """Label the lease session with its owner (``application_name``), so that a
+        takeover terminates the stale owner's session and never a newer holder's."""
+        conn = self._lease_conn
+        if conn is None:
+            return
+        try:
+            conn.execute(
+                "SELECT set_config('application_name', %s, false)", (self._lease_tag,)
+            )
+        except psycopg.Error as exc:
+            raise _error(op, exc, self._target, conn) from exc
 
     def _try_lock(self, op: str) -> bool:
         """pg_try_advisory_lock on the lease connection; True when held now."""
@@ -836,18 +852,27 @@ class PgWriter(Writer):
                 )
         self._lock_held = False
 
-    def _take_from_stale(self, op: str) -> bool:
-        """Terminate the session holding the lease lock, then wait for the lock."""
+    def _take_from_stale(self, op: str, holder: LeaseOwner) -> bool:
+        """Terminate the stale `holder`'s session holding the lease lock, then wait
+        for the lock; False when another session holds it.
+
+        Only a session labelled with `holder` is terminated: a dashboard that took
+        the free lock a moment ago, and has not yet written its row over the stale
+        one, keeps it (terminating it let two processes take turns as writer).
+        """
         conn = self._lease_session(op)
         key = self._lease_key()
         try:
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_locks "
-                "WHERE locktype = 'advisory' AND classid = %s::oid "
-                "AND objid = %s::oid AND objsubid = 2 AND granted "
-                "AND pid <> pg_backend_pid()",
-                (key[0], key[1] % 2**32),
-            )
+            ended = conn.execute(
+                "SELECT pg_terminate_backend(l.pid) FROM pg_locks AS l "
+                "JOIN pg_stat_activity AS a ON a.pid = l.pid "
+                "WHERE l.locktype = 'advisory' AND l.classid = %s::oid "
+                "AND l.objid = %s::oid AND l.objsubid = 2 AND l.granted "
+                "AND l.pid <> pg_backend_pid() AND a.application_name = %s",
+                (key[0], key[1] % 2**32, _lease_tag(holder)),
+            ).fetchall()
+            if not ended:
+                return False
             conn.execute("SELECT pg_advisory_lock(%s, %s)", key)
         except (errors.LockNotAvailable, errors.InsufficientPrivilege):
             return False
@@ -886,6 +911,10 @@ class PgWriter(Writer):
         if stale_after_ms <= 0:
             raise ValueError(f"stale_after_ms must be > 0, got {stale_after_ms!r}")
         t = now_ms() if now is None else int(now)
+        tag = _lease_tag(owner)
+        if tag != self._lease_tag:
+            self._lease_tag = tag
+            self._name_lease_session("acquire_lease")
         had_lock = self._lock_held and self._lease_conn is not None
         fresh = self._try_lock("acquire_lease") and not had_lock
         if not self._lock_held:
@@ -893,7 +922,7 @@ class PgWriter(Writer):
             holder = state.holder
             if holder is None or not _takeable(holder, owner, state, t, stale_after_ms):
                 return state
-            if not self._take_from_stale("acquire_lease"):
+            if not self._take_from_stale("acquire_lease", holder):
                 return state
             fresh = True
         with self._transaction("acquire_lease", timeout_ms=self._admin_timeout_ms) as c:
@@ -1035,6 +1064,12 @@ class PgWriter(Writer):
                         "coalesce((SELECT max(id) FROM {}), 0) + 1, false)"
                     ).format(sql.Literal(table), sql.Identifier(table))
                 )
+
+
+def _lease_tag(owner: LeaseOwner) -> str:
+    """``application_name`` of `owner`'s lease session (under PostgreSQL's 63 bytes)."""
+    host = zlib.crc32(owner.host.encode())
+    return f"pairdesk lease {owner.pid} {owner.since_ms} {host:08x}"
 
 
 def _takeable(

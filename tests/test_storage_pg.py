@@ -387,6 +387,37 @@ def test_stale_holder_session_is_terminated_on_takeover(pg_url: str) -> None:
         assert first.write_batch([tick("BTCUSDT", 1, T0, 1.0)]).inserted == 1
 
 
+def test_takeover_spares_a_new_holder_that_has_not_yet_written_its_row(
+    pg_url: str,
+) -> None:
+    """The row still names a dead process, but another dashboard has just taken
+    the free lock: a third writer must not terminate that session (the two would
+    take turns as writer, each running its alert monitor for a moment)."""
+    ghost = LeaseOwner(pid=_dead_pid(), host=storage.new_lease_owner().host, since_ms=1)
+    with Writer(pg_url) as dead, Writer(pg_url) as a, Writer(pg_url) as b:
+        assert dead.acquire_lease(ghost).acquired
+        dead._unlock()  # its process died: the session's lock went, the row stayed
+        a_owner = LeaseOwner(pid=os.getpid(), host=ghost.host, since_ms=2)
+        # a's acquire_lease, stopped between taking the lock and writing its row
+        a._lease_tag = storage_pg._lease_tag(a_owner)
+        assert a._try_lock("test")
+        b_owner = LeaseOwner(pid=os.getpid(), host=ghost.host, since_ms=3)
+        refused = b.acquire_lease(b_owner)
+        assert not refused.acquired and refused.holder == ghost
+        taken = a.acquire_lease(a_owner)  # a finishes: its session was spared
+        assert taken.acquired and storage.read_lease(pg_url) == a_owner
+        assert a.heartbeat(a_owner)
+        refused = b.acquire_lease(b_owner)
+        assert not refused.acquired and refused.holder == a_owner
+
+
+def _dead_pid() -> int:
+    """The pid of a child process that has exited and been reaped."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
 # ------------------------------------------------------------------- ingestion
 
 
