@@ -1368,17 +1368,16 @@ class AlertMonitor:
         the restarted run retried it) keeps its one row and is not notified again.
         """
         writer = self._writer_conn()
-        rule_id = int(alert.rule.id or 0)
-        found = writer.alert_event_id(rule_id, alert.fired_ms)
-        if found is not None:
-            return found, False
         snapshot_json = json.dumps(alert.snapshot, allow_nan=False, sort_keys=True)
-        event_id = writer.add_alert_event(
-            rule_id, alert.fired_ms, _json_number(alert.value), snapshot_json
+        event_id, new = writer.add_alert_event_once(
+            int(alert.rule.id or 0),
+            alert.fired_ms,
+            _json_number(alert.value),
+            snapshot_json,
         )
-        if not alert.rule.webhook_url:
+        if new and not alert.rule.webhook_url:
             writer.update_alert_event_notification(event_id, "none", "no webhook")
-        return event_id, True
+        return event_id, new
 
     def _record(self, event_id: int, outcome: WebhookOutcome) -> None:
         """DB thread: record a webhook outcome on its event."""

@@ -2974,6 +2974,10 @@ def _require_reachable(db: Path | str) -> None:
         st.stop()
 
 
+DB_FAILED = "Reading the database failed"
+DB_RETRY = "The next refresh tries again; stored data is untouched."
+
+
 def _storage_guard(panel: Any) -> Any:
     """`panel` with a plain error in place of a traceback when the database fails.
 
@@ -2990,10 +2994,6 @@ def _storage_guard(panel: Any) -> Any:
             st.error(f"{DB_FAILED}: {exc}. {DB_RETRY}")
 
     return guarded
-
-
-DB_FAILED = "Reading the database failed"
-DB_RETRY = "The next refresh tries again; stored data is untouched."
 
 
 def render(cfg: AppConfig) -> None:

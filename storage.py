@@ -1447,10 +1447,17 @@ class Writer:
         outcome it did not see (cancelled while the insert ran, a connection lost
         after the commit) thus never records one firing twice.
         """
+        return self.add_alert_event_once(rule_id, fired_ms, value, snapshot_json)[0]
+
+    def add_alert_event_once(
+        self, rule_id: int, fired_ms: int, value: float | None, snapshot_json: str
+    ) -> tuple[int, bool]:
+        """`add_alert_event`, also saying whether this call stored the firing
+        (False: it was stored before), in the same one transaction."""
         with self._transaction("add_alert_event") as conn:
             found = _alert_event_id(conn, rule_id, fired_ms)
             if found is not None:
-                return found
+                return found, False
             cur = conn.execute(
                 "INSERT INTO alert_events(rule_id, fired_ms, value, snapshot_json) "
                 "VALUES (?, ?, ?, ?)",
@@ -1462,7 +1469,7 @@ class Writer:
                 ),
             )
             event_id = int(cur.lastrowid)
-        return event_id
+        return event_id, True
 
     def alert_event_id(self, rule_id: int, fired_ms: int) -> int | None:
         """Id of the stored firing of `rule_id` at `fired_ms`, or None."""

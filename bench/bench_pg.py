@@ -110,25 +110,22 @@ def _refresh_rows(lite_db: Path, pg_db: str, quick: bool) -> list[dict]:
         )
         storage.close_readers()
         lite, pg = series["sqlite"], series["pg"]
-        base = row(
-            f"sqlite.refresh.24h.{label}",
-            f"SQLite refresh at bar close, 24 h db, {label} bars "
+        out += _versus(
+            f"refresh.24h.{label}",
+            f"refresh at bar close, 24 h db, {label} bars "
             f"(app path, {lite['bars']} bars)",
-            "ms",
             lite["steady"],
-        )
-        cur = row(
-            f"pg.refresh.24h.{label}",
-            f"PostgreSQL refresh at bar close, 24 h db, {label} bars "
-            f"(app path, {pg['bars']} bars)",
-            "ms",
             pg["steady"],
-            base,
-            target="ratio <= 2",
         )
-        cur["met"] = cur["ratio"] <= 2.0
-        out += [base, cur]
     return out
+
+
+def _versus(key: str, what: str, lite_ms: list, pg_ms: list) -> list[dict]:
+    """The SQLite row and the PostgreSQL row against it (target: ratio <= 2)."""
+    base = row(f"sqlite.{key}", f"SQLite {what}", "ms", lite_ms)
+    cur = row(f"pg.{key}", f"PostgreSQL {what}", "ms", pg_ms, base, target="ratio <= 2")
+    cur["met"] = cur["ratio"] <= 2.0
+    return [base, cur]
 
 
 def run(quick: bool = False) -> list[dict]:
@@ -186,22 +183,12 @@ def run(quick: bool = False) -> list[dict]:
             )
             for key, what, fn in reads:
                 assert len(fn(lite_db)) == len(fn(pg_db))
-                base = row(
-                    f"sqlite.{key}",
-                    f"SQLite {what}",
-                    "ms",
+                results += _versus(
+                    key,
+                    what,
                     timed_ms(lambda fn=fn: fn(lite_db), runs, warmup=1),
-                )
-                cur = row(
-                    f"pg.{key}",
-                    f"PostgreSQL {what}",
-                    "ms",
                     timed_ms(lambda fn=fn: fn(pg_db), runs, warmup=1),
-                    base,
-                    target="ratio <= 2",
                 )
-                cur["met"] = cur["ratio"] <= 2.0
-                results += [base, cur]
             storage.close_readers()
             results += _refresh_rows(lite_db, pg_db, quick)
     finally:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from test_storage import dead_pid
 
 import storage
 from models import Gap, Tick
@@ -393,7 +394,7 @@ def test_takeover_spares_a_new_holder_that_has_not_yet_written_its_row(
     """The row still names a dead process, but another dashboard has just taken
     the free lock: a third writer must not terminate that session (the two would
     take turns as writer, each running its alert monitor for a moment)."""
-    ghost = LeaseOwner(pid=_dead_pid(), host=storage.new_lease_owner().host, since_ms=1)
+    ghost = LeaseOwner(pid=dead_pid(), host=storage.new_lease_owner().host, since_ms=1)
     with Writer(pg_url) as dead, Writer(pg_url) as a, Writer(pg_url) as b:
         assert dead.acquire_lease(ghost).acquired
         dead._unlock()  # its process died: the session's lock went, the row stayed
@@ -409,13 +410,6 @@ def test_takeover_spares_a_new_holder_that_has_not_yet_written_its_row(
         assert a.heartbeat(a_owner)
         refused = b.acquire_lease(b_owner)
         assert not refused.acquired and refused.holder == a_owner
-
-
-def _dead_pid() -> int:
-    """The pid of a child process that has exited and been reaped."""
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
 
 
 # ------------------------------------------------------------------- ingestion
