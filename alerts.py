@@ -63,14 +63,17 @@ SYMBOL_FIELDS: tuple[str, ...] = ("price", "volume", "return")
 OPERATORS: tuple[str, ...] = (">", ">=", "<", "<=")
 #: What each metric means, for the rule editor's help text.
 METRIC_HELP: dict[str, str] = {
-    "z": "live z-score of the spread: newest trades against the window's mean/std",
+    "z": "live z-score: the forming bar as if it closed at the newest trades",
     "abs(z)": "absolute live z-score",
-    "spread": "live spread y - beta x - alpha (quote currency; log units if log)",
+    "spread": "live traded spread y - beta x - alpha (quote currency; log if log)",
     "beta": "hedge ratio of the latest closed bar",
     "corr": "rolling correlation of the latest closed bar (returns by default)",
-    "adf_p": "ADF p-value of the in-sample spread (small: stationary)",
-    "eg_p": "Engle-Granger cointegration p-value (small: cointegrated)",
-    "half_life": "mean-reversion half-life in bars (infinite: not mean-reverting)",
+    "adf_p": "ADF p-value of the in-sample spread (descriptive: too small when "
+    "beta was fitted on the same data; prefer eg_p)",
+    "eg_p": "Engle-Granger p-value, both directions combined (small: cointegrated;"
+    " the test behind the Mean-reverting badge)",
+    "half_life": "half-life in bars of the in-sample spread (infinite: no "
+    "significant mean reversion)",
     "SYMBOL.price": "last trade price of SYMBOL",
     "SYMBOL.volume": "SYMBOL's base volume in the latest closed bar",
     "SYMBOL.return": "SYMBOL's return over the latest closed bar (0.01 = 1 %)",
@@ -824,11 +827,12 @@ def compute_metrics(
     ``[end - lookback_s(params), end)`` with ``end = closed_end_ms(now_ms)``, read
     from 1 s bars and resampled, analysed by ``analytics.pair_analytics(...,
     with_tests=True)`` once per closed bar. ``z`` and ``spread`` are live: the
-    newest trade prices (``storage.last_tick``) against that view's latest hedge
-    ratio and spread statistics, ``s = f(p_y) - beta f(p_x) - alpha`` with f = ln
-    for log prices, ``z = (s - mean) / std`` (``analytics.live_zscore``). ``beta``
+    forming bar as if it closed at the newest trade prices (``storage.last_tick``),
+    by the bar-close definition (``analytics.live_values``: the hedge re-estimated
+    with that bar in the window, z over the window's traded spreads). ``beta``
     and ``corr`` are the latest closed bar's; ``adf_p`` (ADF on the in-sample
-    spread), ``eg_p`` (Engle-Granger) and ``half_life`` (in bars) are the view's.
+    spread, descriptive), ``eg_p`` (Engle-Granger both ways, the badge's test) and
+    ``half_life`` (in bars, of the in-sample spread) are the view's.
     ``SYM.price`` is the last trade price; ``SYM.volume`` and ``SYM.return`` are
     over the latest closed bar (:func:`symbol_bar_metrics`). Needs ``window`` bars
     for beta/z and 20 for the tests; below that the values are None. Run it in a
@@ -877,13 +881,11 @@ def pair_values(
     latest = result.latest
     z = spread = None
     if price_y is not None and price_x is not None:
-        z = _finite(analytics.live_zscore(result, price_y, price_x))
-        if z is not None and latest.beta is not None and latest.alpha is not None:
-            fy, fx = float(price_y), float(price_x)
-            if result.params.price_space == "log":
-                fy, fx = math.log(fy), math.log(fx)
-            spread = fy - latest.beta * fx - latest.alpha
-    adf, eg, half = result.adf, result.eg, result.half_life
+        # the forming bar as if it closed now (the bar-close definition of z)
+        live = analytics.live_values(result, price_y, price_x)
+        if live is not None:
+            z, spread = _finite(live.z), _finite(live.spread)
+    adf, coint, half = result.adf, result.coint, result.half_life
     return {
         "z": z,
         "abs(z)": None if z is None else abs(z),
@@ -891,19 +893,16 @@ def pair_values(
         "beta": _finite(latest.beta),
         "corr": _finite(latest.corr),
         "adf_p": _finite(adf.pvalue) if adf is not None and adf.ok else None,
-        "eg_p": _finite(eg.pvalue) if eg is not None and eg.ok else None,
+        "eg_p": _finite(coint.pvalue) if coint is not None and coint.ok else None,
         "half_life": _half_life_bars(half),
     }
 
 
 def _half_life_bars(half: analytics.HalfLifeResult) -> float | None:
-    """Half-life in bars; infinite when the fit shows no mean reversion (b >= 0)."""
+    """Half-life in bars; infinite when the fit shows no significant reversion."""
     if not half.ok:
         return None
-    if half.bars is not None:
-        return _finite(half.bars)
-    b = _finite(half.b)
-    return math.inf if b is not None and b >= 0 else None
+    return math.inf if half.bars is None else _finite(half.bars)
 
 
 # -------------------------------------------------------------------- notifications

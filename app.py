@@ -58,7 +58,6 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import argparse  # noqa: E402
 import functools  # noqa: E402
 import io  # noqa: E402
-import itertools  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import re  # noqa: E402
@@ -659,6 +658,7 @@ class PairView:
     tests_cost_ms : how long that test run took, milliseconds.
     tests_every_bars : the tests rerun every this many closed bars.
     figures : figures built from this view, memoised (the view is cached per bar).
+    stability : rolling two-way Engle-Granger of the latest test run, or None.
     """
 
     result: Any
@@ -670,6 +670,7 @@ class PairView:
     tests_cost_ms: float
     tests_every_bars: int
     figures: dict[str, Any] = field(default_factory=dict)
+    stability: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -682,12 +683,14 @@ class TestsRun:
     end_ms : end of the window it ran on, ms UTC.
     computed_ms : wall-clock time of the run, ms UTC.
     cost_ms : how long it took, milliseconds.
+    stability : (timestamps, ``analytics.RollingCointegration``) of the window.
     """
 
     result: Any
     end_ms: int
     computed_ms: int
     cost_ms: float
+    stability: Any = None
 
 
 TESTS_MAX_SHARE = 0.2  # ADF/EG may use at most this share of the wall clock
@@ -725,8 +728,25 @@ def cached_tests(
     began = time.perf_counter()
     params = analytics.PairParams.from_json(params_json)
     result = analytics.pair_analytics(_bars_y, _bars_x, params, with_tests=True)
+    stability = _stability(result)
     cost_ms = (time.perf_counter() - began) * 1000.0
-    return TestsRun(result, _end_ms, now_ms(), cost_ms)
+    return TestsRun(result, _end_ms, now_ms(), cost_ms, stability)
+
+
+STABILITY_POINTS = 30
+
+
+def _stability(result: Any) -> tuple[pd.Series, Any] | None:
+    """Two-way Engle-Granger on trailing windows of the pair's valid bars."""
+    table = result.table[~result.table["excluded"]]
+    window = max(result.params.window, analytics.ADF_MIN_OBS)
+    if len(table) < window:
+        return None
+    y, x = table["y"].to_numpy(float), table["x"].to_numpy(float)
+    if result.params.price_space == "log":
+        y, x = np.log(y), np.log(x)
+    roll = analytics.rolling_cointegration(y, x, window, points=STABILITY_POINTS)
+    return table["ts"].iloc[roll.end].reset_index(drop=True), roll
 
 
 @st.cache_resource(show_spinner=False, max_entries=32, ttl=3600)
@@ -769,6 +789,7 @@ def cached_pair(
             fast,
             adf=tested.adf,
             eg=tested.eg,
+            coint=tested.coint,
             regime=tested.regime,
             messages=fast.messages + test_messages,
         )
@@ -781,6 +802,7 @@ def cached_pair(
         tests_ms=tests.computed_ms,
         tests_cost_ms=tests.cost_ms,
         tests_every_bars=every,
+        stability=tests.stability,
     )
 
 
@@ -903,7 +925,7 @@ def _state_defaults(cfg: AppConfig) -> dict[str, Any]:
         "window": 60,
         "hedge_method": "Rolling OLS",
         "kalman_delta": 1e-4,
-        "kalman_obs_var": 1.0,
+        "kalman_obs_var": None,  # None: R from the data (analytics.kalman_scale)
         "price_space": "price",
         "corr_on": "returns",
         "z_entry": 2.0,
@@ -1125,7 +1147,14 @@ def _sidebar(datasets: list[str], check_symbols: Any = None) -> None:
             "Kalman δ", min_value=1e-9, max_value=1.0, format="%.1e", key="kalman_delta"
         )
         col_v.number_input(
-            "Obs. variance", min_value=1e-9, format="%.4g", key="kalman_obs_var"
+            "Obs. variance R",
+            min_value=1e-12,
+            format="%.4g",
+            key="kalman_obs_var",
+            placeholder="from the data",
+            help="Empty: R is the residual variance of the first window's OLS, and "
+            "the state noise scales with it (delta alone sets how fast the hedge "
+            "adapts).",
         )
     col_e, col_x2 = sb.columns(2)
     col_e.number_input(
@@ -1178,7 +1207,9 @@ def _params() -> Any:
         window=int(ss.window),
         hedge_method=HEDGE_METHODS[ss.hedge_method],
         kalman_delta=float(ss.kalman_delta),
-        kalman_obs_var=float(ss.kalman_obs_var),
+        kalman_obs_var=(
+            None if ss.kalman_obs_var is None else float(ss.kalman_obs_var)
+        ),
         price_space=ss.price_space,
         corr_on=ss.corr_on,
         z_entry=float(ss.z_entry),
@@ -1698,6 +1729,28 @@ def _pair_tab(
             history = max((e for e in ends if e is not None), default=None)
         fig = view.figures[fig_key] = _pair_figure(table, params, events, history)
     st.plotly_chart(fig, width="stretch", key="pair_chart")
+    _stability_panel(view)
+
+
+def _stability_panel(view: PairView) -> None:
+    """Rolling Engle-Granger p-value: does cointegration hold across the view?"""
+    if view.stability is None:
+        return
+    ts, roll = view.stability
+    with st.expander("Stability: Engle-Granger on trailing windows", expanded=False):
+        fig = view.figures.get("stability")
+        if fig is None:
+            fig = view.figures["stability"] = charts.stability_figure(
+                ts, roll.pvalue, roll.window
+            )
+        st.plotly_chart(fig, width="stretch", key="stability_chart")
+        st.caption(
+            f"Each point tests the {roll.window} bars up to it (both directions); "
+            "a run of points under 0.05 says the relation held there. Read the "
+            "run, not one point: these are many tests, uncorrected. The hedge "
+            "panel's band is β ± 2 standard errors; half-lives above carry a 95 % "
+            "interval."
+        )
 
 
 def _pair_alert_events(
@@ -1774,39 +1827,73 @@ def _run_tests_now() -> None:
 
 
 def _pair_cards(result: Any) -> None:
-    """Metric cards for beta, alpha, R², ADF, Engle-Granger, half-life and z."""
+    """Metric cards: the traded hedge and z, the in-sample fit and the tests, each
+    labelled with the spread it describes."""
     hedge = result.in_sample
     adf = result.adf if result.adf is not None and result.adf.ok else None
-    eg = result.eg if result.eg is not None and result.eg.ok else None
+    coint = result.coint if result.coint is not None and result.coint.ok else None
     latest = result.latest
     method = hedge.method.replace("_", "-")
+    traded = "Kalman" if result.trade_method == "kalman" else "rolling OLS"
     cards = [
-        ("β (latest)", fmt_num(latest.beta), "hedge ratio used on the newest bar"),
-        ("α (latest)", fmt_num(latest.alpha), "intercept used on the newest bar"),
+        ("β traded (latest)", fmt_num(latest.beta), f"{traded}, no look-ahead"),
+        ("α traded (latest)", fmt_num(latest.alpha), f"{traded}, no look-ahead"),
         (
             f"β in-sample ({method})",
             fmt_num(hedge.beta if hedge.ok else None),
             "one fit over the whole view: descriptive, not used to trade",
         ),
         ("R² in-sample", fmt_num(hedge.r2 if hedge.ok else None, 3), None),
-        ("z (latest bar)", fmt_num(latest.z, 3), None),
-        ("ADF stat", fmt_num(adf.statistic if adf else None), "H0: unit root"),
-        ("ADF p / lags", _p_lags(adf), "p < 0.05: the spread is stationary"),
-        ("EG p", fmt_num(eg.pvalue if eg else None, 3), "H0: no cointegration"),
+        ("z (latest bar)", fmt_num(latest.z, 3), f"z of the traded ({traded}) spread"),
         (
-            "half-life (bars)",
-            fmt_num(result.half_life.bars, 3),
-            "-ln 2 / ln(1 + b) from ds = a + b s(t-1)",
+            "EG p (both ways)",
+            fmt_num(coint.pvalue if coint else None, 3),
+            "Engle-Granger, H0: no cointegration; min(1, 2·min) of y~x and x~y. "
+            "Drives the Mean-reverting badge.",
+        ),
+        (
+            "ADF p / lags",
+            _p_lags(adf),
+            "ADF on the in-sample spread, descriptive: its one-series p-value "
+            "is too small when β was fitted on the same data (use EG p)",
+        ),
+        (
+            "half-life in-sample",
+            _half_life_text(result.half_life),
+            "bars, of the in-sample spread, with a 95 % interval; none unless the "
+            "AR slope is significantly negative (Dickey-Fuller test at 5 %)",
+        ),
+        (
+            "half-life traded",
+            _half_life_text(result.half_life_traded),
+            f"bars, of the traded ({traded}) spread",
         ),
         (
             "corr (latest)",
             fmt_num(latest.corr, 3),
-            f"rolling correlation of {result.params.corr_on}",
+            f"rolling correlation of {result.params.corr_on}"
+            + (" between bars where both legs traded" if result.params.corr_on
+               == "returns" else ""),
         ),
-    ]
+    ]  # fmt: skip
     for row in (cards[:5], cards[5:]):
         for col, (label, value, help_text) in zip(st.columns(5), row, strict=True):
             col.metric(label, value, help=help_text)
+
+
+def _half_life_text(hl: Any) -> str:
+    """``12.3 (8.1-25.0)`` bars, ``none`` when not significant, ``-`` without data."""
+    if hl is None or not hl.ok:
+        return "-"
+    if hl.bars is None:
+        return "none"
+    high = (
+        "∞"
+        if hl.bars_high is None or math.isinf(hl.bars_high)
+        else f"{hl.bars_high:.1f}"
+    )
+    low = "-" if hl.bars_low is None else f"{hl.bars_low:.1f}"
+    return f"{hl.bars:.1f} ({low}–{high})"
 
 
 def _p_lags(adf: Any) -> str:
@@ -1866,46 +1953,37 @@ def _market_tab(
     st.plotly_chart(fig, width="stretch", key="market_chart")
 
 
-def _scanner_rows(
-    db: str, symbols: Sequence[str], interval_s: int, start: int, end: int, base: Any
-) -> pd.DataFrame:
-    """One row per pair (Y before X in the symbol list), ranked.
+SCAN_FDR = 0.05
+SCAN_LABELS = {
+    "y": "Y",
+    "x": "X",
+    "bars": "bars",
+    "significant": "significant",
+    "q_value": "q-value",
+    "eg_p": "EG p (both ways)",
+    "beta": "beta",
+    "half_life": "half-life (bars)",
+    "z": "z",
+    "corr": "return corr",
+    "signal": "signal",
+}
 
-    Ranking: Engle-Granger p-value ascending (most mean-reverting first), ties and
-    missing p-values broken by |z| descending (most stretched first).
-    """
-    version = st.session_state.data_version
-    rows: list[dict[str, Any]] = []
-    for sym_y, sym_x in itertools.combinations(symbols, 2):
-        params = replace(base, symbol_y=sym_y, symbol_x=sym_x)
-        res = cached_pair(db, interval_s, start, end, params.to_json(), version).result
-        adf = res.adf if res.adf is not None and res.adf.ok else None
-        eg = res.eg if res.eg is not None and res.eg.ok else None
-        rows.append(
-            {
-                "Y": sym_y,
-                "X": sym_x,
-                "bars": res.n_bars,
-                "beta": res.latest.beta,
-                "return corr": res.latest.corr,
-                "ADF p": adf.pvalue if adf else None,
-                "EG p": eg.pvalue if eg else None,
-                "half-life (bars)": res.half_life.bars,
-                "z": res.latest.z,
-                "signal": res.signal,
-                "regime": res.regime.label,
-            }
-        )
-    frame = pd.DataFrame(rows)
-    if frame.empty:
-        return frame
-    numeric = ("beta", "return corr", "ADF p", "EG p", "half-life (bars)", "z")
-    for col in numeric:
-        frame[col] = pd.to_numeric(frame[col], errors="coerce")
-    order = frame.assign(abs_z=frame["z"].abs()).sort_values(
-        ["EG p", "abs_z"], ascending=[True, False], na_position="last"
-    )
-    return frame.loc[order.index].reset_index(drop=True)
+
+@st.cache_resource(show_spinner=False, max_entries=8, ttl=3600)
+def cached_scan(
+    db: str,
+    symbols: tuple[str, ...],
+    interval_s: int,
+    start: int,
+    end: int,
+    params_json: str,
+    version: int,
+) -> pd.DataFrame:
+    """``analytics.scan_pairs`` over the closed bars of the window, once per bar."""
+    params = analytics.PairParams.from_json(params_json)
+    bars = {s: cached_bars(db, s, interval_s, start, end, version) for s in symbols}
+    frame = analytics.scan_pairs(bars, params, fdr=SCAN_FDR)
+    return frame[list(SCAN_LABELS)].rename(columns=SCAN_LABELS)
 
 
 def _scanner_tab(
@@ -1916,16 +1994,29 @@ def _scanner_tab(
     start: int,
     end: int,
 ) -> None:
-    """Every pair among the symbols, most mean-reverting and most stretched first."""
-    base = replace(params, corr_on="returns")
-    frame = _scanner_rows(str(ctx.db_path), symbols, interval_s, start, end, base)
-    if frame.empty:
+    """Every pair among the symbols, tested with false-discovery control."""
+    if len(set(symbols)) < 2:
         st.info("The scanner needs at least two symbols.")
         return
+    base = replace(params, corr_on="returns")
+    frame = cached_scan(
+        str(ctx.db_path),
+        tuple(sorted(set(symbols))),
+        interval_s,
+        start,
+        end,
+        base.to_json(),
+        st.session_state.data_version,
+    )
+    n_sig = int(frame["significant"].sum())
+    tested = int(frame["q-value"].notna().sum())
     st.caption(
-        "Every pair among the symbols, ranked by Engle-Granger p-value (most "
-        "mean-reverting first), then |z| (most stretched first); refreshed when a "
-        f"{interval_label(interval_s)} bar closes. Select a row to make it the pair."
+        f"{len(frame)} pairs, {tested} tested: Engle-Granger in both directions "
+        f"(p = min(1, 2·min)), Benjamini-Hochberg q-values over all pairs of the "
+        f"scan. {n_sig} significant at a false discovery rate of {SCAN_FDR:.0%}: "
+        f"expect at most {SCAN_FDR * n_sig:.2f} of them to be chance. Ranked by "
+        f"q-value, then |z|; refreshed when a {interval_label(interval_s)} bar "
+        "closes. Select a row to make it the pair."
     )
     event = st.dataframe(
         frame,
@@ -1935,8 +2026,11 @@ def _scanner_tab(
         hide_index=True,
         width="stretch",
         column_config={
-            "ADF p": st.column_config.NumberColumn(format="%.4f"),
-            "EG p": st.column_config.NumberColumn(format="%.4f"),
+            "significant": st.column_config.CheckboxColumn(
+                help=f"q-value <= {SCAN_FDR}"
+            ),
+            "q-value": st.column_config.NumberColumn(format="%.4f"),
+            "EG p (both ways)": st.column_config.NumberColumn(format="%.4f"),
             "z": st.column_config.NumberColumn(format="%.2f"),
             "return corr": st.column_config.NumberColumn(format="%.3f"),
             "half-life (bars)": st.column_config.NumberColumn(format="%.1f"),
@@ -2076,7 +2170,12 @@ def _backtest_tab(view: PairView, interval_s: int) -> None:
             ("total return", f"{bt.total_return * 100:.3f} %"),
             ("total P&L (USDT, net)", f"{bt.total_pnl:,.2f}"),
             ("costs (USDT)", f"{bt.costs:,.2f}"),
-            ("Sharpe (annualised)", fmt_num(bt.sharpe, 3)),
+            (
+                "Sharpe (annualised)",
+                fmt_num(bt.sharpe, 3) if bt.sharpe is not None else "n/a (sample)",
+            ),
+            ("t-stat of mean return", fmt_num(bt.sharpe_tstat, 3)),
+            ("bars", str(bt.n_bars)),
             ("max drawdown", f"{bt.max_drawdown * 100:.3f} %"),
             ("closed trades", str(bt.n_trades)),
             (
@@ -2092,9 +2191,12 @@ def _backtest_tab(view: PairView, interval_s: int) -> None:
         col_b.dataframe(bt.trades.iloc[::-1], hide_index=True, width="stretch")
     else:
         col_b.info("No trades yet: the z-score has not crossed the entry level.")
+    if bt.sharpe_message:
+        st.caption(bt.sharpe_message)
     st.caption(
         "Positions decided on bar t earn bar t+1's return, hedged with the "
-        "no-look-ahead beta; fees and slippage are charged per leg and side."
+        "no-look-ahead beta (rolling OLS or Kalman, whatever hedge is shown); fees "
+        "and slippage are charged per leg and side."
     )
 
 

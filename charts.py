@@ -372,7 +372,7 @@ def pair_figure(
         [0.24, 0.14, 0.22, 0.24, 0.16],
         [
             "prices normalised to window start (=100)",
-            "hedge ratio β (no look-ahead)",
+            "hedge ratio β traded (no look-ahead) ± 2 se",
             f"spread with mean ± {band_k:g}σ",
             "z-score",
             corr_label,
@@ -387,6 +387,21 @@ def pair_figure(
         finite = series[np.isfinite(series)]
         base = float(finite[0]) if finite.size and finite[0] != 0 else float("nan")
         data.append(_line(x, 100.0 * series / base, sym, 0, color=color))
+    if "beta_se" in table:
+        beta, se = _num(table["beta"]), _num(table["beta_se"])
+        data.append(_line(x, beta + 2 * se, "β + 2 se", 1, color=BAND_COLOR, width=1))
+        data.append(
+            _line(
+                x,
+                beta - 2 * se,
+                "β - 2 se",
+                1,
+                color=BAND_COLOR,
+                width=1,
+                fill="tonexty",
+                fillcolor="rgba(199, 146, 234, 0.08)",
+            )
+        )
     data.append(_line(x, table["beta"], "β", 1, color=Y_COLOR))
     mean = _num(table["spread_mean"])
     std = _num(table["spread_std"])
@@ -596,3 +611,28 @@ def signal_badge_html(signal: str) -> str:
 def regime_badge_html(label: str) -> str:
     """Badge for the market regime label of ``analytics.regime``."""
     return badge_html(label, REGIME_COLOR)
+
+
+def stability_figure(
+    ts: Sequence | pd.Series, pvalues: Sequence[float], window: int
+) -> go.Figure:
+    """Rolling Engle-Granger p-value (both directions) with the 5 % line.
+
+    Parameters
+    ----------
+    ts : the end bar of each tested window.
+    pvalues : its two-way Engle-Granger p-value (``analytics.rolling_cointegration``).
+    window : bars per test, for the title.
+    """
+    layout = _stacked_layout(
+        [1.0],
+        [f"Engle-Granger p-value over the last {window} bars (both ways; < 0.05 red)"],
+        height_px=260,
+        spacing=0.0,
+    )
+    x = epoch_ms(ts)
+    data = [_line(x, _num(pvalues), "EG p", 0, color=SPREAD_COLOR)]
+    data[0]["mode"] = "lines+markers"
+    layout["shapes"] = [_hline(0, 0.05, STOP_COLOR)]
+    layout["yaxis"]["range"] = [0, 1.02]
+    return _figure(data, layout)

@@ -9,9 +9,9 @@ between the two shows how noisy the machine was during the run.
 
 Options: ``--quick`` (under two minutes on 2 cores: fewer and shorter runs),
 ``--json FILE`` (machine info, probes and rows with stable keys),
-``--only NAME,...`` (a subset of: ingest, refresh, analytics, unitroot, storage,
-import, memory, pg). ``pg`` (PostgreSQL against SQLite) reports nothing, and says
-why, where PostgreSQL is not installed.
+``--only NAME,...`` (a subset of: ingest, refresh, analytics, scanner, unitroot,
+storage, import, memory, pg). ``pg`` (PostgreSQL against SQLite) reports nothing,
+and says why, where PostgreSQL is not installed.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ MODULES = (
     "ingest",
     "refresh",
     "analytics",
+    "scanner",
     "unitroot",
     "storage",
     "import",

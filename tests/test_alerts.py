@@ -454,19 +454,21 @@ def test_compute_metrics_matches_independent_reference(db_path):
     now = T0 + n * 1000 + 600  # bucket n is forming; bars 0..n-1 are closed
     got = alerts.compute_metrics(db_path, params, now, alerts.MetricsCache())
 
-    # rolling OLS over the last window (numpy lstsq), spread history, z (ddof=1)
+    # the forming bar as the next closed bar: rolling OLS (numpy lstsq) over the
+    # last w - 1 closed bars and the live prices, z (ddof=1) over their spreads
+    ys, xs = np.append(y, 61234.5), np.append(x, 3012.34)
+
     def fit(i):
-        a = np.column_stack([x[i - w + 1 : i + 1], np.ones(w)])
-        return np.linalg.lstsq(a, y[i - w + 1 : i + 1], rcond=None)[0]
+        a = np.column_stack([xs[i - w + 1 : i + 1], np.ones(w)])
+        return np.linalg.lstsq(a, ys[i - w + 1 : i + 1], rcond=None)[0]
 
     spreads = []
-    for i in range(n - w, n):
+    for i in range(n - w + 1, n + 1):
         beta_i, alpha_i = fit(i)
-        spreads.append(y[i] - beta_i * x[i] - alpha_i)
-    beta, alpha = fit(n - 1)
-    live_spread = 61234.5 - beta * 3012.34 - alpha
+        spreads.append(ys[i] - beta_i * xs[i] - alpha_i)
+    live_spread = spreads[-1]
     z = (live_spread - np.mean(spreads)) / np.std(spreads, ddof=1)
-    assert got["beta"] == pytest.approx(beta, rel=1e-9)
+    assert got["beta"] == pytest.approx(fit(n - 1)[0], rel=1e-9)
     assert got["spread"] == pytest.approx(live_spread, rel=1e-9, abs=1e-6)
     assert got["z"] == pytest.approx(z, rel=1e-9)
     assert got["abs(z)"] == pytest.approx(abs(z), rel=1e-9)
@@ -479,7 +481,9 @@ def test_compute_metrics_matches_independent_reference(db_path):
     in_spread = y - b_is * x - a_is
     adf = adfuller(in_spread, regression="c", autolag="AIC", result_object=True)
     assert got["adf_p"] == pytest.approx(adf.pvalue, rel=1e-6)
-    assert got["eg_p"] == pytest.approx(coint(y, x, trend="c")[1], rel=1e-6)
+    # Engle-Granger both ways, combined as min(1, 2 min(p(y~x), p(x~y)))
+    eg_both = min(1.0, 2 * min(coint(y, x)[1], coint(x, y)[1]))
+    assert got["eg_p"] == pytest.approx(eg_both, rel=1e-6)
     # half-life: OLS of ds_t on s_{t-1} with a constant, -ln 2 / ln(1 + b)
     ds = np.diff(in_spread)
     b = np.linalg.lstsq(

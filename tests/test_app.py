@@ -442,8 +442,8 @@ def test_app_starts_on_filled_database(monkeypatch, filled_db: Path) -> None:
             assert not waiting, (name, waiting)
     at.session_state["main_tab"] = "Pair"
     at.run()
-    assert _metric(at, "β (latest)") != "-"
-    assert _metric(at, "EG p") != "-"
+    assert _metric(at, "β traded (latest)") != "-"
+    assert _metric(at, "EG p (both ways)") != "-"
 
 
 DATASET_END_MS = 1_723_161_600_000  # 2024-08-09T00:00:00Z
@@ -520,12 +520,14 @@ def test_displayed_statistics_follow_method_timeframe_and_window(
         assert not at.exception, (name, at.exception)
         expected = _expected(db, interval_s, params)
         assert expected.latest.z is not None, name
-        shown = (_metric(at, "β (latest)"), _metric(at, "z (latest bar)"))
+        shown = (_metric(at, "β traded (latest)"), _metric(at, "z (latest bar)"))
         assert shown == (
             app.fmt_num(expected.latest.beta),
             app.fmt_num(expected.latest.z, 3),
         ), name
-        assert _metric(at, "EG p") == app.fmt_num(expected.eg.pvalue, 3), name
+        assert _metric(at, "EG p (both ways)") == app.fmt_num(
+            expected.coint.pvalue, 3
+        ), name
         seen.add(shown)
     assert len(seen) == len(cases)  # every change moved the statistics
 
@@ -1011,7 +1013,7 @@ def test_imported_dataset_is_a_file_source_and_pair_tab_matches_analytics(
     params = analytics.PairParams(interval="1s", window=30)
     expected = _expected(db, 1, params)
     assert expected.latest.beta is not None
-    assert _metric(at, "β (latest)") == app.fmt_num(expected.latest.beta)
+    assert _metric(at, "β traded (latest)") == app.fmt_num(expected.latest.beta)
     assert _metric(at, "z (latest bar)") == app.fmt_num(expected.latest.z, 3)
     for tab in ("Alerts", "Data", "Backtest"):
         at.session_state["main_tab"] = tab
@@ -1129,7 +1131,7 @@ def test_bar_only_dataset_is_read_through_stored_bars(
         for s in ("BTCUSDT", "ETHUSDT")
     ]
     expected = analytics.pair_analytics(legs[0], legs[1], params)
-    assert _metric(at, "β (latest)") == app.fmt_num(expected.latest.beta)
+    assert _metric(at, "β traded (latest)") == app.fmt_num(expected.latest.beta)
     assert _metric(at, "BTCUSDT last") == app.fmt_num(y["close"].iloc[-1], 8)
     assert not at.warning
     at.selectbox(key="timeframe").select("1s").run()
@@ -1474,9 +1476,10 @@ def test_warm_start_makes_1m_statistics_show_before_any_live_tick(
             params,
         )
         assert expected.n_bars == 180 and expected.latest.z is not None
-        assert _metric(at, "β (latest)") == app.fmt_num(expected.latest.beta)
+        assert _metric(at, "β traded (latest)") == app.fmt_num(expected.latest.beta)
         assert _metric(at, "z (latest bar)") == app.fmt_num(expected.latest.z, 3)
-        assert _metric(at, "ADF stat") == app.fmt_num(expected.adf.statistic)
+        assert _metric(at, "ADF p / lags") == app._p_lags(expected.adf)
+        assert _metric(at, "EG p (both ways)") == app.fmt_num(expected.coint.pvalue, 3)
         assert storage.last_tick(db, "BTCUSDT") is None  # no live tick at all
         assert storage.last_tick(db, "ETHUSDT") is None
         captions = " ".join(c.value for c in at.caption)
@@ -1594,8 +1597,8 @@ def test_app_on_postgresql_shows_the_pair_and_a_dataset_as_file_source(
     assert list(listed["ticks"]) == [2 * 480 * 60 // 4]  # a trade per 4 s each
     at.session_state["main_tab"] = "Pair"
     at.run()
-    assert _metric(at, "β (latest)") != "-"
-    assert _metric(at, "EG p") != "-"
+    assert _metric(at, "β traded (latest)") != "-"
+    assert _metric(at, "EG p (both ways)") != "-"
 
     assert "File: synth" in at.sidebar.radio(key="source").options
     at.sidebar.radio(key="source").set_value("File: synth").run()
@@ -1604,9 +1607,9 @@ def test_app_on_postgresql_shows_the_pair_and_a_dataset_as_file_source(
     target = storage.dataset_target(url, "synth")
     expected = _expected(target, 60, analytics.PairParams())
     assert expected.latest.z is not None
-    assert _metric(at, "β (latest)") == app.fmt_num(expected.latest.beta)
+    assert _metric(at, "β traded (latest)") == app.fmt_num(expected.latest.beta)
     assert _metric(at, "z (latest bar)") == app.fmt_num(expected.latest.z, 3)
-    assert _metric(at, "EG p") == app.fmt_num(expected.eg.pvalue, 3)
+    assert _metric(at, "EG p (both ways)") == app.fmt_num(expected.coint.pvalue, 3)
     for tab in ("Alerts", "Data", "Backtest"):
         at.session_state["main_tab"] = tab
         at.run()
@@ -1697,5 +1700,5 @@ def test_upload_into_postgresql_becomes_a_file_source_with_the_same_numbers(
     db = storage.dataset_target(pg_url, "aug8")
     expected = _expected(db, 1, analytics.PairParams(interval="1s", window=30))
     assert expected.latest.beta is not None
-    assert _metric(at, "β (latest)") == app.fmt_num(expected.latest.beta)
+    assert _metric(at, "β traded (latest)") == app.fmt_num(expected.latest.beta)
     assert _metric(at, "z (latest bar)") == app.fmt_num(expected.latest.z, 3)
