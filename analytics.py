@@ -35,6 +35,14 @@ from statsmodels.tsa.adfvalues import mackinnoncrit
 
 import unitroot
 from models import normalize_symbol
+from pairdesk.numbers.ou import (
+    OU_MIN_OBS,
+    BertramBands,
+    OUFit,
+    bertram_bands,
+    expected_cycle_s,
+    ou_fit,
+)
 from resampling import align_pair_arrays, bars_per_year, parse_interval
 
 SECONDS_PER_YEAR = 365 * 24 * 3600
@@ -42,6 +50,9 @@ HEDGE_METHODS = ("ols", "huber", "theil_sen", "rolling_ols", "kalman")
 STATIC_METHODS = ("ols", "huber", "theil_sen")
 PRICE_SPACES = ("price", "log")
 CORR_ON = ("returns", "prices")
+SIGNAL_RULES = ("z", "bertram")
+# Walk-forward refits of the OU bands: every window bars, at most this many per view.
+BANDS_MAX_REFITS = 50
 THEIL_SEN_MAX_POINTS = 3000
 ADF_MIN_OBS = 20
 HALF_LIFE_MIN_OBS = 10
@@ -1626,6 +1637,41 @@ def zscore_signals(
     )
 
 
+def band_signals(spread_values: Any, lower: Any, upper: Any) -> SignalResult:
+    """Positions from per-bar bands: buy at or below ``lower``, sell at or above
+    ``upper``; a long is closed and a short opened at ``upper`` and vice versa.
+
+    Parameters
+    ----------
+    spread_values, lower, upper : arrays of equal length (bands may change per
+        bar, e.g. walk-forward refits); a bar where any is NaN keeps the position.
+
+    Returns
+    -------
+    SignalResult
+        Same calls as ``zscore_signals`` (a flip is the new side's entry); ``entry``
+        and ``exit`` are NaN (the levels are per bar). No minimum data.
+    """
+    sv = _as_float_array(spread_values, "spread_values")
+    lo = np.broadcast_to(np.asarray(lower, dtype="float64"), sv.shape)
+    hi = np.broadcast_to(np.asarray(upper, dtype="float64"), sv.shape)
+    held = [0] * sv.size
+    cur = 0
+    rows = zip(sv.tolist(), lo.tolist(), hi.tolist(), strict=True)
+    for i, (si, li, ui) in enumerate(rows):
+        if si == si and li == li and ui == ui:
+            if si <= li and cur != 1:
+                cur = 1
+            elif si >= ui and cur != -1:
+                cur = -1
+        held[i] = cur
+    pos = np.array(held, dtype="int8")
+    calls = _CALL_LABELS[_call_codes(pos)]
+    signal = str(calls[-1]) if sv.size else SIGNAL_NEUTRAL
+    nan = float("nan")
+    return SignalResult(pos, calls, signal, nan, nan, None)
+
+
 # ----------------------------------------------------------- price stats, filters
 
 
@@ -2111,6 +2157,9 @@ class PairParams:
         (default) for R from the data (``kalman_scale``).
     price_space : "price" (default) or "log".
     corr_on : "returns" (default) or "prices".
+    signal_rule : "z" (default): fixed z thresholds (``zscore_signals``);
+        "bertram": cost-aware Ornstein-Uhlenbeck bands, refitted walk-forward
+        (``band_signals``, ``pairdesk.numbers.ou``).
     z_entry, z_exit, z_stop : signal thresholds (see ``zscore_signals``).
     min_trades, min_notional : liquidity filter per leg and bar.
     fee_bps, slippage_bps : costs per side per leg, basis points.
@@ -2136,6 +2185,7 @@ class PairParams:
     slippage_bps: float = 0.0
     notional: float = 10_000.0
     max_ffill: int = 5
+    signal_rule: str = "z"
 
     def __post_init__(self) -> None:
         """Validate every field; ValueError names the field, rule and value."""
@@ -2180,6 +2230,7 @@ class PairParams:
         _field_number("slippage_bps", self.slippage_bps, ">= 0", lambda v: v >= 0)
         _field_number("notional", self.notional, "> 0", lambda v: v > 0)
         _field_int("max_ffill", self.max_ffill, 0)
+        _field_choice("signal_rule", self.signal_rule, SIGNAL_RULES)
 
     @property
     def interval_s(self) -> int:
@@ -2331,6 +2382,11 @@ class PairAnalytics:
     messages : remarks in words ("insufficient data: ...", labels, counts).
     trade_method : "rolling_ols" or "kalman": the hedge behind what is traded.
     live : what ``live_zscore`` needs (None without data).
+    ou : Ornstein-Uhlenbeck fit of the traded spread (time step = the bar
+        interval): over the whole view with the z rule (descriptive), the latest
+        walk-forward refit with the Bertram rule.
+    bands : Bertram's cost-aware bands of that fit (traded only with the Bertram
+        rule, whose per-bar levels are the table's band_lower/band_upper).
     """
 
     params: PairParams
@@ -2354,6 +2410,8 @@ class PairAnalytics:
     half_life_traded: HalfLifeResult | None = None
     trade_method: str = "rolling_ols"
     live: LiveBasis | None = None
+    ou: OUFit | None = None
+    bands: BertramBands | None = None
 
     @property
     def ok(self) -> bool:
@@ -2373,6 +2431,8 @@ TABLE_COLUMNS = (
     "spread_std",
     "z",
     "spread_in_sample",
+    "band_lower",
+    "band_upper",
     "corr",
     "position",
     "signal",
@@ -2524,6 +2584,56 @@ def _static_spread(vy: np.ndarray, vx: np.ndarray, in_sample: HedgeRatio) -> np.
 
 
 @dataclass(frozen=True, slots=True)
+class _Bands:
+    """Walk-forward Bertram bands on the valid bars, and the latest fit."""
+
+    lower: np.ndarray
+    upper: np.ndarray
+    fit: OUFit
+    bands: BertramBands
+
+
+def _round_trip_cost(params: PairParams, y: float, x: float, beta: float) -> float:
+    """Open + close cost of one unit of spread, in spread units.
+
+    Each change pays (fee + slippage) per leg on the traded value, so a round trip
+    of 1 unit of y and beta of x costs 2 rate (y + |beta| x) in quote currency; on
+    log prices a unit of spread is a relative move, 2 rate (1 + |beta|).
+    """
+    rate = (params.fee_bps + params.slippage_bps) / 1e4
+    if params.price_space == "log":
+        return 2.0 * rate * (1.0 + abs(beta))
+    return 2.0 * rate * (y + abs(beta) * x)
+
+
+def _walk_forward_bands(
+    traded: _Traded, vy: np.ndarray, vx: np.ndarray, params: PairParams
+) -> _Bands:
+    """Refit the OU and Bertram's bands on the traded spread up to each refit bar;
+    each refit's bands apply from that bar to the next refit (no look-ahead)."""
+    n = vy.size
+    lower, upper = np.full(n, np.nan), np.full(n, np.nan)
+    step = max(params.window, -(-n // BANDS_MAX_REFITS))
+    fit = ou_fit(traded.spread[:0], params.interval_s)
+    bands = bertram_bands(fit, 0.0)
+    finite = np.flatnonzero(np.isfinite(traded.spread))
+    if finite.size <= OU_MIN_OBS:
+        return _Bands(lower, upper, fit, bands)
+    first = int(finite[OU_MIN_OBS])
+    refits = list(range(first, n, step))
+    for k, r in enumerate(refits):
+        fit = ou_fit(traded.spread[: r + 1], params.interval_s)
+        beta = traded.beta[r]
+        if not (fit.ok and math.isfinite(beta)):
+            continue
+        bands = bertram_bands(fit, _round_trip_cost(params, vy[r], vx[r], beta))
+        if bands.ok:
+            end = refits[k + 1] if k + 1 < len(refits) else n
+            lower[r:end], upper[r:end] = bands.lower, bands.upper
+    return _Bands(lower, upper, fit, bands)
+
+
+@dataclass(frozen=True, slots=True)
 class _Prepared:
     """Aligned bars, the excluded mask and the valid bars in the price space."""
 
@@ -2576,6 +2686,17 @@ def _prepare(bars_y: pd.DataFrame, bars_x: pd.DataFrame, params: PairParams):
             f"{params.min_trades} or notional < {params.min_notional:g}) or a bad price"
         )
     return _Prepared(aligned, excluded, valid_idx, vy, vx, tuple(messages))
+
+
+def _descriptive_bands(
+    traded: _Traded, vy: np.ndarray, vx: np.ndarray, params: PairParams
+) -> tuple[OUFit, BertramBands]:
+    """OU fit of the whole traded spread and its bands at the newest bar's cost."""
+    fit = ou_fit(traded.spread, params.interval_s)
+    if not fit.ok or not vy.size or not math.isfinite(traded.beta[-1]):
+        return fit, bertram_bands(fit, 0.0)
+    cost = _round_trip_cost(params, vy[-1], vx[-1], traded.beta[-1])
+    return fit, bertram_bands(fit, cost)
 
 
 def _duplicated_stamps(bars: pd.DataFrame) -> int:
@@ -2680,7 +2801,15 @@ def pair_analytics(
 
     beta_col, alpha_col = _ffill(col(traded.beta)), _ffill(col(traded.alpha))
     z_col = col(traded.z)
-    sig = zscore_signals(z_col, params.z_entry, params.z_exit, params.z_stop)
+    lower_col = upper_col = np.full(n, np.nan)
+    if params.signal_rule == "bertram":
+        wf = _walk_forward_bands(traded, vy, vx, params)
+        lower_col, upper_col = col(wf.lower), col(wf.upper)
+        sig = band_signals(col(traded.spread), lower_col, upper_col)
+        ou, bands = wf.fit, wf.bands
+    else:
+        sig = zscore_signals(z_col, params.z_entry, params.z_exit, params.z_stop)
+        ou, bands = _descriptive_bands(traded, vy, vx, params)
     bt_beta = beta_col
     if params.price_space == "log":
         with np.errstate(all="ignore"):
@@ -2720,6 +2849,8 @@ def pair_analytics(
         "spread_std": col(traded.std),
         "z": z_col,
         "spread_in_sample": col(in_spread),
+        "band_lower": lower_col,
+        "band_upper": upper_col,
         "corr": col(corr_v),
         "position": sig.position.astype("int64"),
         "signal": _call_column(sig.position, sig.calls),
@@ -2752,6 +2883,8 @@ def pair_analytics(
         half_life_traded=half_life(traded.spread),
         trade_method="kalman" if params.hedge_method == "kalman" else "rolling_ols",
         live=traded.live if vy.size else None,
+        ou=ou,
+        bands=bands,
     )
 
 
@@ -2841,6 +2974,29 @@ def _live_kalman(basis: LiveBasis, fy: float, fx: float) -> LiveValues | None:
     new = step.state  # filtered with the provisional bar, as the table's beta
     alpha = new.alpha - new.beta * basis.kalman_center
     return LiveValues(new.beta, alpha, step.error, z) if math.isfinite(z) else None
+
+
+def live_signal(result: PairAnalytics, live: LiveValues | None) -> str:
+    """The call the strategy would make if the forming bar closed at ``live``.
+
+    The closed bars' path extended by the live value: the live z under the z rule,
+    the live spread against the newest bands under the Bertram rule. Without live
+    values, the latest closed bar's call.
+    """
+    if live is None:
+        return result.signal
+    table, p = result.table, result.params
+    if p.signal_rule == "bertram":
+        lower = np.append(
+            table["band_lower"].to_numpy(float), table["band_lower"].iloc[-1]
+        )
+        upper = np.append(
+            table["band_upper"].to_numpy(float), table["band_upper"].iloc[-1]
+        )
+        path = np.append(table["spread"].to_numpy(float), live.spread)
+        return band_signals(path, lower, upper).signal
+    z_path = np.append(table["z"].to_numpy(float), live.z)
+    return zscore_signals(z_path, p.z_entry, p.z_exit, p.z_stop).signal
 
 
 def live_zscore(result: PairAnalytics, price_y: float, price_x: float) -> float | None:
@@ -2968,6 +3124,7 @@ def scan_pairs(
 __all__ = [
     "AdfResult",
     "BacktestResult",
+    "BertramBands",
     "CointegrationResult",
     "EngleGrangerResult",
     "HalfLifeResult",
@@ -2979,6 +3136,7 @@ __all__ = [
     "LatestValues",
     "LiveBasis",
     "LiveValues",
+    "OUFit",
     "PairAnalytics",
     "PairParams",
     "PriceStats",
@@ -2992,18 +3150,23 @@ __all__ = [
     "adf_test",
     "annualization_factor",
     "backtest",
+    "band_signals",
+    "bertram_bands",
     "bh_qvalues",
     "cointegration_test",
     "engle_granger",
+    "expected_cycle_s",
     "half_life",
     "hedge_ratio",
     "kalman_hedge_ratio",
     "kalman_scale",
     "kalman_update",
     "liquidity_filter",
+    "live_signal",
     "live_values",
     "live_zscore",
     "log_returns",
+    "ou_fit",
     "pair_analytics",
     "price_stats",
     "regime",

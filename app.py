@@ -111,6 +111,10 @@ HEDGE_METHODS: dict[str, str] = {
     "Huber": "huber",
     "Theil-Sen": "theil_sen",
 }
+SIGNAL_RULES: dict[str, str] = {
+    "z thresholds": "z",
+    "Bertram bands (OU, cost-aware)": "bertram",
+}
 REFRESH_CHOICES = (0.5, 1.0, 2.0, 5.0, 10.0)
 CLOSE_GRACE_MS = 500  # a bar counts as closed this long after its end (flush + lag)
 MAX_CHART_REFRESH_S = 5.0
@@ -928,6 +932,7 @@ def _state_defaults(cfg: AppConfig) -> dict[str, Any]:
         "kalman_obs_var": None,  # None: R from the data (analytics.kalman_scale)
         "price_space": "price",
         "corr_on": "returns",
+        "signal_rule": next(iter(SIGNAL_RULES)),
         "z_entry": 2.0,
         "z_exit": 0.0,
         "use_stop": False,
@@ -1156,6 +1161,13 @@ def _sidebar(datasets: list[str], check_symbols: Any = None) -> None:
             "the state noise scales with it (delta alone sets how fast the hedge "
             "adapts).",
         )
+    sb.selectbox(
+        "Signal rule",
+        list(SIGNAL_RULES),
+        key="signal_rule",
+        help="z thresholds, or Bertram's cost-aware bands from an Ornstein-Uhlenbeck "
+        "fit of the traded spread, refitted walk-forward (no look-ahead).",
+    )
     col_e, col_x2 = sb.columns(2)
     col_e.number_input(
         "z entry", min_value=0.1, max_value=10.0, step=0.1, key="z_entry"
@@ -1215,6 +1227,7 @@ def _params() -> Any:
         z_entry=float(ss.z_entry),
         z_exit=float(ss.z_exit),
         z_stop=float(ss.z_stop) if ss.use_stop else None,
+        signal_rule=SIGNAL_RULES[ss.signal_rule],
         fee_bps=float(ss.fee_bps),
         slippage_bps=float(ss.slippage_bps),
         notional=float(ss.notional),
@@ -1584,26 +1597,25 @@ def _live_panel(ctx: SourceContext, params: Any, interval_s: int) -> None:
         if prices[sym] is None and ctx.historical and len(bars):
             prices[sym] = float(bars["close"].iloc[-1])  # a bars-only dataset
     py, px = prices[params.symbol_y], prices[params.symbol_x]
-    live_z = (
-        analytics.live_zscore(result, py, px)
+    live = (
+        analytics.live_values(result, py, px)
         if py is not None and px is not None
         else None
     )
+    live_z = None if live is None else live.z
     signal = str(result.signal)
-    if live_z is not None and not ctx.historical:
+    if live is not None and not ctx.historical:
         # the call the strategy would make if the bar closed at the newest prices
-        z_path = np.append(result.table["z"].to_numpy(dtype=float), live_z)
-        signal = analytics.zscore_signals(
-            z_path, params.z_entry, params.z_exit, params.z_stop
-        ).signal
+        signal = analytics.live_signal(result, live)
     cols = st.columns([1.2, 1.2, 0.9, 0.9, 2.0])
     cols[0].metric(f"{params.symbol_y} last", fmt_num(py, 8))
     cols[1].metric(f"{params.symbol_x} last", fmt_num(px, 8))
     cols[2].metric(
         "live z",
         fmt_num(live_z, 3),
-        help="Newest trade prices against the latest beta/alpha and the window's "
-        "spread mean and standard deviation.",
+        help="The forming bar as if it closed at the newest trade prices: the "
+        "hedge re-estimated with it in the window, z over the window's spreads "
+        "(Kalman: one filter step). Fed a bar's closes it equals that bar's z.",
     )
     cols[3].metric("bar z", fmt_num(result.latest.z, 3))
     badges = charts.signal_badge_html(signal) + charts.regime_badge_html(
@@ -1688,6 +1700,7 @@ def _pair_tab(
     table = result.table
     waiting = _messages(result, interval_s)
     _pair_cards(result)
+    st.caption(ou_text(result))
     col_a, col_b = st.columns([1, 4])
     col_a.button(
         "Run ADF now",
@@ -1879,6 +1892,34 @@ def _pair_cards(result: Any) -> None:
     for row in (cards[:5], cards[5:]):
         for col, (label, value, help_text) in zip(st.columns(5), row, strict=True):
             col.metric(label, value, help=help_text)
+
+
+def ou_text(result: Any) -> str:
+    """One line on the Ornstein-Uhlenbeck fit and Bertram's bands of the spread."""
+    ou, bands = result.ou, result.bands
+    traded = "Kalman" if result.trade_method == "kalman" else "rolling OLS"
+    if ou is None or not ou.ok:
+        why = "no data" if ou is None else ou.message
+        return f"Ornstein-Uhlenbeck fit of the traded ({traded}) spread: {why}."
+    used = (
+        "traded (walk-forward refits; dashed on the chart)"
+        if result.params.signal_rule == "bertram"
+        else "not traded (signal rule: z thresholds)"
+    )
+    text = (
+        f"Ornstein-Uhlenbeck fit of the traded ({traded}) spread: half-life "
+        f"{ou.half_life_s:,.0f} s ({ou.half_life_s / result.interval_s:.1f} bars), "
+        f"mean {ou.mu:.4g}, stationary sd {ou.sigma_eq:.4g}."
+    )
+    if bands is None or not bands.ok:
+        reason = "-" if bands is None else bands.message
+        return text + f" Bertram bands: {reason}."
+    return text + (
+        f" Bertram bands, {used}: mean ± {bands.band:.4g} "
+        f"({bands.band_z:.2f} sd) after costs of {bands.cost:.4g} per round "
+        f"trip; expected trade {bands.expected_trade_s:,.0f} s, expected net "
+        f"{bands.return_per_s * 3600:.4g} per hour per unit of spread."
+    )
 
 
 def _half_life_text(hl: Any) -> str:

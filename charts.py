@@ -422,6 +422,11 @@ def pair_figure(
     )
     data.append(_line(x, mean, "mean", 2, color=EXIT_COLOR, width=1, dash="dot"))
     data.append(_line(x, table["spread"], "spread", 2, color=SPREAD_COLOR))
+    for col, name in (("band_lower", "buy band"), ("band_upper", "sell band")):
+        if col in table and np.isfinite(_num(table[col])).any():
+            data.append(
+                _line(x, table[col], name, 2, color=ENTRY_COLOR, width=1, dash="dash")
+            )
     data.append(_line(x, table["z"], "z", 3, color=SPREAD_COLOR))
     levels: list[tuple[float, str]] = [
         (z_entry, ENTRY_COLOR),
