@@ -11,22 +11,28 @@ edge inside the cooldown is dropped, not delayed) and a metric that cannot be
 computed neither fires nor re-arms. :class:`AlertMonitor` runs inside the ingestion
 service's event loop (``IngestionService(tasks=[monitor.run])``), so rules are
 evaluated once per second whether or not a browser is open; each firing is stored in
-``alert_events`` before its webhook, if any, is called from a worker thread.
+``alert_events`` before its webhook, if any, is called from a daemon thread (one
+deadline per try, redirects never followed, one queue per endpoint: see
+:func:`deliver_webhook`). :func:`add_cli_commands` adds ``ingestion.py alerts
+add|list|history|delete|enable|disable`` for rules without a browser.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import http.client
+import io
 import json
 import logging
 import math
 import re
+import socket
+import sys
 import threading
-import urllib.error
+import time
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -911,6 +917,9 @@ WEBHOOK_TIMEOUT_S = 3.0
 WEBHOOK_TRIES = 3
 WEBHOOK_BACKOFF_S = 0.5  # waits 0.5 s, then 1 s, ... between tries
 USER_AGENT = "pair-analytics-alerts/1"
+WEBHOOK_QUEUE = 8  # deliveries per endpoint, in flight or waiting; more are dropped
+WEBHOOK_MAX_THREADS = 16  # webhook HTTP threads at once, over all endpoints
+WEBHOOK_GRACE_S = 0.5  # past its deadline, a try's thread is aborted and abandoned
 
 
 def _json_number(value: float | None) -> float | None:
@@ -999,28 +1008,246 @@ def webhook_body(
     }
 
 
-def post_json(url: str, body: dict[str, Any], timeout_s: float) -> int:
-    """POST ``body`` as JSON once; return the HTTP status (also for 4xx/5xx).
+@dataclass(frozen=True, slots=True)
+class HttpReply:
+    """The HTTP answer to one webhook POST.
+
+    Attributes
+    ----------
+    status : the HTTP status code (also 3xx, 4xx and 5xx).
+    location : the ``Location`` header (of a redirect), None when absent.
+    """
+
+    status: int
+    location: str | None = None
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A socket's bytes, each read bounded by what is left of one deadline."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        super().__init__()
+        self._sock = sock
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("timed out")
+        self._sock.settimeout(left)
+        return self._sock.recv_into(buffer)
+
+
+class _DeadlineSocket:
+    """What ``http.client.HTTPResponse`` reads from: a deadline-bound file."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self._sock = sock
+        self._deadline = deadline
+
+    def makefile(self, *_args: Any, **_kwargs: Any) -> io.BufferedReader:
+        return io.BufferedReader(_DeadlineReader(self._sock, self._deadline))
+
+
+class _Exchange:
+    """One webhook POST under ONE deadline: connect, send, status line, headers
+    and body together take at most ``timeout_s`` (a server dripping its answer a
+    byte at a time is cut there, whatever the pace). Redirects are never followed.
+    :meth:`abort` (from another thread) shuts the socket so a blocked read ends.
+    """
+
+    def __init__(self, url: str, data: bytes, timeout_s: float) -> None:
+        self.url = url
+        self.data = data
+        self.deadline = time.monotonic() + timeout_s
+        self._conn: http.client.HTTPConnection | None = None
+        self._lock = threading.Lock()
+        self._aborted = False
+
+    def _left(self) -> float:
+        left = self.deadline - time.monotonic()
+        if left <= 0 or self._aborted:
+            raise TimeoutError("timed out")
+        return left
+
+    def _response(self, sock: Any, **kwargs: Any) -> http.client.HTTPResponse:
+        """The answer, read through a file bound by the deadline."""
+        return http.client.HTTPResponse(_DeadlineSocket(sock, self.deadline), **kwargs)
+
+    def run(self) -> HttpReply:
+        """POST once (blocking); TimeoutError past the deadline, OSError etc."""
+        parts = urllib.parse.urlsplit(self.url)
+        https = parts.scheme.lower() == "https"
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            raise ValueError("webhook_url must be an http(s) URL with a host")
+        kind = http.client.HTTPSConnection if https else http.client.HTTPConnection
+        port = parts.port or (443 if https else 80)
+        conn = kind(parts.hostname, port, timeout=self._left())
+        conn.response_class = self._response  # type: ignore[assignment]
+        with self._lock:
+            self._conn = conn
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            "Connection": "close",
+        }
+        try:
+            conn.timeout = self._left()
+            conn.connect()
+            conn.sock.settimeout(self._left())
+            conn.request("POST", target, body=self.data, headers=headers)
+            response = conn.getresponse()
+            reply = HttpReply(int(response.status), response.getheader("Location"))
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                response.read(65536)  # the answer is known; the body is a courtesy
+            return reply
+        finally:
+            conn.close()
+
+    def abort(self) -> None:
+        """Give up: make a read blocked in :meth:`run` return now (any thread)."""
+        with self._lock:
+            self._aborted = True
+            sock = None if self._conn is None else self._conn.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+def post_json(url: str, body: dict[str, Any], timeout_s: float) -> HttpReply:
+    """POST ``body`` as JSON once, within ONE deadline of ``timeout_s`` seconds.
+
+    The deadline covers connecting, sending, the status line, the headers and the
+    body (not each socket read). A redirect is returned, never followed.
 
     Raises
     ------
-    OSError
-        (``urllib.error.URLError``, ``TimeoutError``...) when no HTTP answer came.
+    TimeoutError
+        When the exchange was not over by the deadline.
+    OSError, http.client.HTTPException
+        When no HTTP answer came (refused, reset, malformed answer).
     """
     data = json.dumps(body, allow_nan=False).encode("utf-8")
-    request = urllib.request.Request(
-        url,
-        data=data,
-        method="POST",
-        headers={"Content-Type": "application/json", "User-Agent": USER_AGENT},
-    )
+    return _Exchange(url, data, timeout_s).run()
+
+
+def endpoint_of(url: str) -> tuple[str, str]:
+    """``(key, label)`` of a webhook's endpoint: the key is scheme, host, port and
+    path (no query); the label, for messages, is only ``host:port`` (the path of a
+    chat webhook holds its token)."""
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 - scheme checked
-            response.read(65536)
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        return int(exc.code)
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError:
+        port = 0
+    host = parts.hostname or "?"
+    return f"{scheme}://{host}:{port}{parts.path}", f"{host}:{port}"
+
+
+class WebhookLimiter:
+    """Per-endpoint queues and a bound on HTTP threads, for one event loop.
+
+    Each endpoint (:func:`endpoint_of`) gets one request at a time; at most
+    ``queue`` deliveries per endpoint are admitted (in flight or waiting) and
+    :func:`deliver_webhook` drops, with a record, what comes beyond that. Requests
+    run in daemon threads (process exit never waits for them), at most
+    ``threads``' value at once over all endpoints; a thread still blocked past its
+    deadline (e.g. in DNS) keeps its slot until it ends.
+
+    Parameters
+    ----------
+    queue : deliveries admitted per endpoint (>= 1).
+    threads : the semaphore bounding HTTP threads (shared across a monitor's
+        restarts); None makes one of ``WEBHOOK_MAX_THREADS``.
+    """
+
+    def __init__(
+        self, queue: int = WEBHOOK_QUEUE, threads: threading.Semaphore | None = None
+    ) -> None:
+        self.queue = queue
+        self._threads = threads or threading.BoundedSemaphore(WEBHOOK_MAX_THREADS)
+        self._pending: dict[str, int] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def enter(self, key: str) -> bool:
+        """Admit one delivery to endpoint ``key``; False when its queue is full."""
+        count = self._pending.get(key, 0)
+        if count >= self.queue:
+            return False
+        self._pending[key] = count + 1
+        self._locks.setdefault(key, asyncio.Lock())
+        return True
+
+    def leave(self, key: str) -> None:
+        """A delivery admitted by :meth:`enter` is over."""
+        count = self._pending.get(key, 0) - 1
+        if count > 0:
+            self._pending[key] = count
+        else:
+            self._pending.pop(key, None)
+            self._locks.pop(key, None)
+
+    async def post(
+        self, key: str, url: str, data: bytes, timeout_s: float
+    ) -> HttpReply:
+        """One POST to an admitted endpoint, after its previous one, in a thread."""
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            while not self._threads.acquire(blocking=False):
+                await asyncio.sleep(0.05)
+            return await _post_in_thread(url, data, timeout_s, self._threads)
+
+
+async def _post_in_thread(
+    url: str, data: bytes, timeout_s: float, threads: threading.Semaphore
+) -> HttpReply:
+    """Run one :class:`_Exchange` in a daemon thread holding a ``threads`` slot.
+
+    The caller waits at most ``timeout_s + WEBHOOK_GRACE_S``; past that, or when
+    cancelled, the exchange is aborted and the thread abandoned (it releases its
+    slot when it ends).
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[tuple[Any, BaseException | None]] = loop.create_future()
+    exchange = _Exchange(url, data, timeout_s)
+
+    def settle(result: tuple[Any, BaseException | None]) -> None:
+        if not future.done():
+            future.set_result(result)
+
+    def work() -> None:
+        try:
+            result: tuple[Any, BaseException | None] = (exchange.run(), None)
+        except BaseException as exc:  # handed to the loop, raised there
+            result = (None, exc)
+        finally:
+            threads.release()
+        with contextlib.suppress(RuntimeError):  # loop closed: nobody waits
+            loop.call_soon_threadsafe(settle, result)
+
+    host = urllib.parse.urlsplit(url).hostname or "?"
+    try:
+        threading.Thread(
+            target=work, name=f"alerts-webhook-{host}", daemon=True
+        ).start()
+    except RuntimeError as exc:
+        threads.release()
+        raise OSError(f"cannot start a webhook thread: {exc}") from None
+    try:
+        reply, error = await asyncio.wait_for(
+            asyncio.shield(future), timeout_s + WEBHOOK_GRACE_S
+        )
+    except BaseException:  # timed out or cancelled: cut the exchange
+        exchange.abort()
+        raise
+    if error is not None:
+        raise error
+    return reply
 
 
 @dataclass(frozen=True, slots=True)
@@ -1029,18 +1256,42 @@ class WebhookOutcome:
 
     Attributes
     ----------
-    status : ``sent`` (a 2xx answer) or ``failed``.
-    tries : attempts made.
-    detail : last HTTP status or error, e.g. ``"HTTP 500 after 3 tries"``.
+    status : ``sent`` (a 2xx answer), ``failed`` (an error answer, a redirect, no
+        answer by the deadline) or ``dropped`` (not tried: the endpoint's queue was
+        full).
+    tries : attempts made (0 when dropped).
+    detail : what happened, e.g. ``"HTTP 200"``, ``"HTTP 500 after 3 tries"``,
+        ``"no answer within 3 s after 3 tries"``, ``"redirect (HTTP 302) to
+        https://example.com not followed (not retried)"``, ``"endpoint busy: 8
+        deliveries to example.com:443 already queued"``.
     """
 
-    status: Literal["sent", "failed"]
+    status: Literal["sent", "failed", "dropped"]
     tries: int
     detail: str
 
 
 def _retryable(code: int) -> bool:
     return code >= 500 or code in (408, 429)
+
+
+def _redirect_text(code: int, location: str | None) -> str:
+    """``redirect (HTTP 302) to https://host not followed``: only scheme and host
+    of the target (its path or query may hold a token)."""
+    parts = urllib.parse.urlsplit((location or "").strip())
+    host = (parts.hostname or "")[:100].encode("ascii", "backslashreplace").decode()
+    scheme = "".join(c for c in parts.scheme.lower()[:20] if c.isalnum() or c in "+.-")
+    where = f"{scheme}://{host}" if host else "another path"
+    return f"redirect (HTTP {code}) to {where} not followed"
+
+
+def _error_text(exc: BaseException, timeout_s: float) -> str:
+    """What went wrong with one try, at most 200 characters (an error may quote
+    what the server sent)."""
+    reason = str(exc) or type(exc).__name__
+    if isinstance(exc, TimeoutError) or "timed out" in reason:
+        return f"no answer within {timeout_s:g} s"
+    return reason if len(reason) <= 200 else reason[:197] + "..."
 
 
 async def deliver_webhook(
@@ -1050,32 +1301,56 @@ async def deliver_webhook(
     tries: int = WEBHOOK_TRIES,
     timeout_s: float = WEBHOOK_TIMEOUT_S,
     backoff_s: float = WEBHOOK_BACKOFF_S,
-    executor: ThreadPoolExecutor | None = None,
+    limiter: WebhookLimiter | None = None,
 ) -> WebhookOutcome:
-    """POST a webhook from a worker thread, retrying with exponential backoff.
+    """POST a webhook from a daemon thread, retrying with exponential backoff.
 
-    Each try may take ``timeout_s`` per socket operation (and at most twice that in
-    all); a network error, a timeout, HTTP 5xx, 408 or 429 is retried after
-    ``backoff_s * 2**(try - 1)`` seconds, other answers are final. The event loop
-    is never blocked: the request runs in ``executor`` (the loop's default one when
-    None) and the waits are ``asyncio.sleep``.
+    Each try has ONE deadline of ``timeout_s`` for the whole exchange (see
+    :func:`post_json`); a network error, no answer by the deadline, HTTP 5xx, 408
+    or 429 is retried after ``backoff_s * 2**(try - 1)`` seconds; other answers are
+    final, a redirect included (never followed: its target could be any scheme or
+    host). Time spent waiting behind the endpoint's previous delivery is not
+    counted. With ``limiter`` (a monitor's), a delivery to an endpoint that has
+    ``limiter.queue`` deliveries already is dropped at once (status ``dropped``).
+    The event loop is never blocked.
     """
-    loop = asyncio.get_running_loop()
+    limiter = WebhookLimiter() if limiter is None else limiter
+    key, label = endpoint_of(url)
+    if not limiter.enter(key):
+        detail = f"endpoint busy: {limiter.queue} deliveries to {label} already queued"
+        log.warning("webhook dropped: %s", detail)
+        return WebhookOutcome("dropped", 0, detail)
+    try:
+        data = json.dumps(body, allow_nan=False).encode("utf-8")
+        return await _deliver(limiter, key, url, data, tries, timeout_s, backoff_s)
+    finally:
+        limiter.leave(key)
+
+
+async def _deliver(
+    limiter: WebhookLimiter,
+    key: str,
+    url: str,
+    data: bytes,
+    tries: int,
+    timeout_s: float,
+    backoff_s: float,
+) -> WebhookOutcome:
+    """The tries of :func:`deliver_webhook` for an admitted delivery."""
     detail = "not tried"
     for attempt in range(1, tries + 1):
         try:
-            future = loop.run_in_executor(executor, post_json, url, body, timeout_s)
-            code = await asyncio.wait_for(future, timeout_s * 2)
+            reply = await limiter.post(key, url, data, timeout_s)
         except (TimeoutError, OSError, ValueError, http.client.HTTPException) as exc:
-            reason = str(exc) or type(exc).__name__
-            if isinstance(exc, TimeoutError) or "timed out" in reason:
-                reason = f"no answer within {timeout_s:g} s"
-            detail = reason
+            detail = _error_text(exc, timeout_s)
         else:
+            code = reply.status
             if 200 <= code < 300:
                 where = "" if attempt == 1 else f" on try {attempt}"
                 return WebhookOutcome("sent", attempt, f"HTTP {code}{where}")
             detail = f"HTTP {code}"
+            if 300 <= code < 400 and reply.location:
+                detail = _redirect_text(code, reply.location)
             if not _retryable(code):
                 return WebhookOutcome("failed", attempt, f"{detail} (not retried)")
         log.warning("webhook try %d/%d failed: %s", attempt, tries, detail)
@@ -1125,9 +1400,13 @@ class AlertMonitor:
     each distinct ``PairParams`` in a worker thread (:func:`compute_metrics`; the
     ADF/Engle-Granger part only when a bar closed), steps each rule
     (:func:`step`), stores each firing in ``alert_events`` and only then starts its
-    webhook as a separate task whose HTTP call runs in a small thread pool, so a slow
-    or dead webhook delays neither ingestion nor other rules. The outcome is recorded
-    on the event (``sent``/``failed`` with a detail; ``none`` without a webhook).
+    webhook as a separate task (:func:`deliver_webhook`): each endpoint has its own
+    queue (one request at a time, at most ``webhook_queue`` deliveries, the rest
+    dropped with a record), each try one deadline, and the HTTP calls run in daemon
+    threads (at most ``webhook_max_threads``), so a slow, dripping or dead webhook
+    delays neither ingestion, nor other endpoints, nor a shutdown. The outcome is
+    recorded on the event (``sent``/``failed``/``dropped`` with a detail; ``none``
+    without a webhook).
 
     Events are written through a second connection owned by one dedicated thread
     (``storage.Writer`` with a longer busy timeout): the service does not expose its
@@ -1139,7 +1418,8 @@ class AlertMonitor:
     period_s : seconds between evaluations.
     clock : returns the time in ms since the epoch UTC (injectable for tests).
     webhook_tries, webhook_timeout_s, webhook_backoff_s : see :func:`deliver_webhook`.
-    http_workers : threads for webhook calls (a hung webhook holds one).
+    webhook_queue : deliveries per endpoint in flight or waiting; more are dropped.
+    webhook_max_threads : webhook HTTP threads at once over all endpoints.
     busy_timeout_ms : lock wait of the event writer connection (in its own thread).
     """
 
@@ -1152,24 +1432,28 @@ class AlertMonitor:
         webhook_tries: int = WEBHOOK_TRIES,
         webhook_timeout_s: float = WEBHOOK_TIMEOUT_S,
         webhook_backoff_s: float = WEBHOOK_BACKOFF_S,
-        http_workers: int = 4,
+        webhook_queue: int = WEBHOOK_QUEUE,
+        webhook_max_threads: int = WEBHOOK_MAX_THREADS,
         busy_timeout_ms: int = 2_000,
     ) -> None:
         if not (isinstance(period_s, int | float) and 0 < period_s < math.inf):
             raise ValueError(f"period_s must be a number > 0, got {period_s!r}")
-        if isinstance(webhook_tries, bool) or not (
-            isinstance(webhook_tries, int) and webhook_tries >= 1
+        for name, count in (
+            ("webhook_tries", webhook_tries),
+            ("webhook_queue", webhook_queue),
+            ("webhook_max_threads", webhook_max_threads),
         ):
-            raise ValueError(
-                f"webhook_tries must be an integer >= 1, got {webhook_tries!r}"
-            )
+            if isinstance(count, bool) or not (isinstance(count, int) and count >= 1):
+                raise ValueError(f"{name} must be an integer >= 1, got {count!r}")
         self.db_path = None if db_path is None else storage.as_target(db_path)
         self.period_s = float(period_s)
         self._clock = clock
         self._tries = webhook_tries
         self._timeout_s = float(webhook_timeout_s)
         self._backoff_s = float(webhook_backoff_s)
-        self._http_workers = http_workers
+        self._webhook_queue = webhook_queue
+        self._webhook_threads = threading.BoundedSemaphore(webhook_max_threads)
+        self._limiter: WebhookLimiter | None = None
         self._busy_timeout_ms = busy_timeout_ms
         self._cache = MetricsCache()
         self._states: dict[int, RuleState] = {}
@@ -1179,7 +1463,6 @@ class AlertMonitor:
         self._tasks: set[asyncio.Task[None]] = set()
         self._compute_pool: ThreadPoolExecutor | None = None
         self._db_pool: ThreadPoolExecutor | None = None
-        self._http_pool: ThreadPoolExecutor | None = None
         self._writer: storage.Writer | None = None
         self._gather_lock = threading.Lock()
         self.evaluations = 0
@@ -1203,7 +1486,8 @@ class AlertMonitor:
         ``service`` supplies ``config.db_path`` when the monitor has no ``db_path``.
         Errors of one evaluation are logged and kept in ``last_error``; the loop goes
         on. On cancellation the webhook tasks still running are cancelled (their
-        events keep the status ``pending``) and the threads are released.
+        events keep the status ``pending``, their HTTP threads are aborted and
+        abandoned: daemon threads, never waited for) and the threads are released.
         """
         if self.db_path is None:
             if service is None:
@@ -1270,7 +1554,10 @@ class AlertMonitor:
             await asyncio.wait(tasks, timeout=timeout)
 
     async def aclose(self) -> None:
-        """Cancel webhook tasks, close the event writer, release the threads."""
+        """Cancel webhook tasks, close the event writer, release the threads.
+
+        Never waits for a webhook: its task is cancelled, its exchange aborted.
+        """
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -1280,7 +1567,8 @@ class AlertMonitor:
                 await asyncio.get_running_loop().run_in_executor(
                     self._db_pool, self._close_writer
                 )
-        for name in ("_compute_pool", "_db_pool", "_http_pool"):
+        self._limiter = None  # bound to this loop; a restart makes a new one
+        for name in ("_compute_pool", "_db_pool"):
             pool = getattr(self, name)
             if pool is not None:
                 pool.shutdown(wait=False, cancel_futures=True)
@@ -1299,8 +1587,7 @@ class AlertMonitor:
         name = f"_{kind}_pool"
         pool = getattr(self, name)
         if pool is None:
-            workers = self._http_workers if kind == "http" else 1
-            pool = ThreadPoolExecutor(workers, thread_name_prefix=f"alerts-{kind}")
+            pool = ThreadPoolExecutor(1, thread_name_prefix=f"alerts-{kind}")
             setattr(self, name, pool)
         return pool
 
@@ -1421,6 +1708,12 @@ class AlertMonitor:
                 task.add_done_callback(self._tasks.discard)
         return stored
 
+    def _webhook_limiter(self) -> WebhookLimiter:
+        """Loop side: this run's per-endpoint queues (threads bounded across runs)."""
+        if self._limiter is None:
+            self._limiter = WebhookLimiter(self._webhook_queue, self._webhook_threads)
+        return self._limiter
+
     async def _notify(self, alert: FiredAlert) -> None:
         """Call the rule's webhook and record the outcome on the event."""
         rule, event_id = alert.rule, int(alert.event_id or 0)
@@ -1431,7 +1724,7 @@ class AlertMonitor:
             tries=self._tries,
             timeout_s=self._timeout_s,
             backoff_s=self._backoff_s,
-            executor=self._pool("http"),
+            limiter=self._webhook_limiter(),
         )
         loop = asyncio.get_running_loop()
         for attempt in range(5):
@@ -1451,3 +1744,236 @@ def _last_fired_ms(db_path: str | Path, rule_id: int) -> int | None:
     """Newest stored firing of a rule (restores its cooldown after a restart)."""
     frame = storage.list_alert_events(db_path, rule_id=rule_id, limit=1)
     return None if frame.empty else int(frame["fired_ms"].iloc[0])
+
+
+# ------------------------------------------------------------------------------ CLI
+
+HISTORY_SNAPSHOT_COLUMNS: tuple[str, ...] = (
+    "pair",
+    "interval",
+    "price_y",
+    "price_x",
+    "beta",
+    "spread",
+    "z",
+)
+HISTORY_LIMIT = 100_000  # events in one history export (the dashboard's download)
+
+
+def _snapshot_dict(text: Any) -> dict[str, Any]:
+    """A stored snapshot JSON as a dict ({} when missing or not an object)."""
+    try:
+        value = json.loads(text) if isinstance(text, str) and text else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def history_frame(events: pd.DataFrame) -> pd.DataFrame:
+    """Alert events (``storage.list_alert_events``) flattened for a table or CSV.
+
+    Columns ``id, fired`` (UTC datetime), ``rule_id, rule, value, pair, interval,
+    price_y, price_x, beta, spread, z, notification, detail`` (the dashboard's
+    alert history download).
+    """
+    snaps = [_snapshot_dict(text) for text in events["snapshot_json"]]
+    fired_ms = events["fired_ms"].to_numpy(dtype="int64")
+    out = pd.DataFrame(
+        {
+            "id": events["id"].to_numpy(),
+            "fired": pd.to_datetime(fired_ms, unit="ms", utc=True),
+            "rule_id": events["rule_id"].to_numpy(),
+            "rule": events["rule_text"].to_numpy(),
+            "value": events["value"].to_numpy(),
+        }
+    )
+    for col in HISTORY_SNAPSHOT_COLUMNS:
+        out[col] = [snap.get(col) for snap in snaps]
+    out["notification"] = events["notify_status"].to_numpy()
+    out["detail"] = events["notify_detail"].to_numpy()
+    return out
+
+
+def rule_summary(rule: AlertRule) -> str:
+    """``abs(z) >= 2.5 on BTCUSDT/ETHUSDT 1m, window 60``: what a rule watches."""
+    p = rule.params
+    return f"{rule.expr.text} on {rule.pair} {p.interval}, window {p.window}"
+
+
+def _webhook_label(rule: AlertRule) -> str:
+    """``slack hooks.slack.com``: a webhook's format and host (never its token)."""
+    if not rule.webhook_url:
+        return "-"
+    host = urllib.parse.urlsplit(rule.webhook_url).hostname or "?"
+    return f"{rule.webhook_format} {host}"
+
+
+def _cli_db(setting: str, *, must_exist: bool) -> Path | str:
+    """The ``--db`` setting as a storage target; ValueError for a missing file."""
+    target = storage.as_target(setting)
+    if must_exist and not _db_exists(target):
+        raise ValueError(f"db: no database at {target}")
+    return target
+
+
+def _cli_fail(message: str, code: int = 2) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def _cli_add(args: argparse.Namespace) -> int:
+    """``alerts add RULE``: validate like the dashboard's rule editor, then store."""
+    try:
+        params = PairParams(
+            symbol_y=args.y, symbol_x=args.x, interval=args.interval, window=args.window
+        )
+        rule = AlertRule.create(
+            args.rule,
+            params,
+            cooldown_s=args.cooldown,
+            webhook_url=args.webhook,
+            webhook_format=args.webhook_format,
+            created_ms=storage.now_ms(),
+        )
+        db = _cli_db(args.db, must_exist=False)
+    except RuleError as exc:
+        pointer = "" if exc.position is None else "\n" + exc.pointer(args.rule)
+        return _cli_fail(f"{exc}{pointer}".replace("\n", "\n  "))
+    except ValueError as exc:
+        return _cli_fail(str(exc))
+    try:
+        with storage.Writer(db) as writer:
+            saved = save_rule(writer, rule)
+    except storage.StorageError as exc:
+        return _cli_fail(f"could not save the rule: {exc}", 1)
+    print(f"Rule #{saved.id} added: {rule_summary(saved)}")
+    return 0
+
+
+def _cli_list(args: argparse.Namespace) -> int:
+    """``alerts list``: the stored rules, as the dashboard lists them."""
+    try:
+        rules = load_rules(_cli_db(args.db, must_exist=True))
+    except (ValueError, storage.StorageError) as exc:
+        return _cli_fail(str(exc))
+    if not rules:
+        print("no alert rules")
+        return 0
+    print("id\tstate\trule\tpair\tinterval\twindow\tcooldown_s\twebhook")
+    for r in rules:
+        state = "enabled" if r.enabled else "disabled"
+        print(
+            f"{r.id}\t{state}\t{r.expr.text}\t{r.pair}\t{r.params.interval}\t"
+            f"{r.params.window}\t{r.cooldown_s:g}\t{_webhook_label(r)}"
+        )
+    return 0
+
+
+def _cli_history(args: argparse.Namespace) -> int:
+    """``alerts history``: the event history as CSV (formula-like cells escaped)."""
+    import datafiles  # the CSV writer shared with every other export
+
+    try:
+        db = _cli_db(args.db, must_exist=True)
+        events = storage.list_alert_events(db, limit=HISTORY_LIMIT)
+    except (ValueError, storage.StorageError) as exc:
+        return _cli_fail(str(exc))
+    data = datafiles.frame_to_csv_bytes(history_frame(events))
+    if args.out is None or str(args.out) == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return 0
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_bytes(data)
+    except OSError as exc:
+        return _cli_fail(f"out: cannot write {args.out}: {exc}", 1)
+    print(f"wrote {len(events)} alert events to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _cli_change(args: argparse.Namespace) -> int:
+    """``alerts delete|enable|disable ID``: one stored rule, by id."""
+    action = args.alerts_command
+    try:
+        db = _cli_db(args.db, must_exist=True)
+        with storage.Writer(db) as writer:
+            if action == "delete":
+                if not writer.delete_alert_rule(args.id):
+                    raise ValueError(f"rule_id: no alert rule with id {args.id!r}")
+            else:
+                writer.set_alert_rule_enabled(args.id, action == "enable")
+    except ValueError as exc:
+        return _cli_fail(str(exc))
+    except storage.StorageError as exc:
+        return _cli_fail(f"could not change rule #{args.id}: {exc}", 1)
+    print(f"Rule #{args.id} {action}d.")
+    return 0
+
+
+def _add_rule_arguments(add: argparse.ArgumentParser) -> None:
+    """The arguments of ``alerts add``: the rule and its settings."""
+    defaults = PairParams()
+    add.add_argument("rule", metavar="RULE", help="METRIC OP NUMBER")
+    add.add_argument("--webhook", default=None, metavar="URL", help="http(s) URL")
+    add.add_argument(
+        "--webhook-format",
+        default="json",
+        metavar="FORMAT",
+        help="json (default), slack, discord or telegram",
+    )
+    add.add_argument(
+        "--cooldown",
+        type=float,
+        default=DEFAULT_COOLDOWN_S,
+        metavar="SECONDS",
+        help=f"least time between two firings (default {DEFAULT_COOLDOWN_S:g})",
+    )
+    for leg in ("y", "x"):
+        add.add_argument(
+            f"--{leg}",
+            default=getattr(defaults, f"symbol_{leg}"),
+            metavar="SYMBOL",
+            help=f"the pair's {leg} leg (default {getattr(defaults, f'symbol_{leg}')})",
+        )
+    add.add_argument(
+        "--interval", default=defaults.interval, help="bar interval (default 1m)"
+    )
+    add.add_argument(
+        "--window",
+        type=int,
+        default=defaults.window,
+        metavar="BARS",
+        help=f"rolling window in bars (default {defaults.window})",
+    )
+
+
+def add_cli_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``alerts add|list|history|delete|enable|disable`` on a CLI.
+
+    ``alerts add RULE [--webhook URL] [--webhook-format F] [--cooldown S] [--y SYM
+    --x SYM] [--interval 1m] [--window N] --db DB`` validates exactly as the
+    dashboard's rule editor (:meth:`AlertRule.create`) and stores through the same
+    ``storage.Writer``; a refused rule or an unknown id exits 2 with the reason on
+    stderr. ``--db`` is a SQLite path, ``sqlite:///PATH`` or ``postgresql://...``.
+    """
+    p = subparsers.add_parser(
+        "alerts", help="alert rules and their history, without a browser"
+    )
+    sub = p.add_subparsers(dest="alerts_command", required=True)
+    db_help = "SQLite file, sqlite:///PATH or postgresql://USER@HOST:PORT/DB"
+
+    def command(
+        name: str, help_text: str, func: Callable[..., int]
+    ) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help_text)
+        c.add_argument("--db", default=str(storage.DEFAULT_DB_PATH), help=db_help)
+        c.set_defaults(func=func)
+        return c
+
+    _add_rule_arguments(command("add", "add a rule, e.g. 'abs(z) >= 2.5'", _cli_add))
+    command("list", "list the rules", _cli_list)
+    history = command("history", "alert events as CSV", _cli_history)
+    history.add_argument("--out", type=Path, default=None, help="CSV ('-': stdout)")
+    for name in ("delete", "enable", "disable"):
+        command(name, f"{name} a rule", _cli_change).add_argument("id", type=int)

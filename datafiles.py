@@ -19,10 +19,14 @@ Files stream in chunks (bounded memory) into a temporary database file beside th
 dataset, which is renamed into place only when the whole file was read and written:
 a bad file leaves nothing behind and an existing dataset is untouched. Problems are
 reported as `FileImportError` naming the file, the 1-based line, the column and the
-value.
+value. Zip bombs and giant lines are refused before they cost memory
+(`MAX_ZIP_MEMBERS`, `MAX_ZIP_DIRECTORY_BYTES`, `MAX_ZIP_RATIO`, `MAX_LINE_BYTES`);
+what an import killed mid-way left behind is removed by the next one
+(`remove_import_leftovers`).
 
 Export streams bars and ticks of a window to CSV (``ts`` in ISO-8601 UTC) in time
-slices, so a large window never sits in memory at once.
+slices, so a large window never sits in memory at once; every CSV written here has
+its formula-like text cells escaped (`escape_formula_cells`).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import math
 import os
 import queue
 import re
+import struct
 import sys
 import tempfile
 import threading
@@ -162,10 +167,22 @@ EXPORT_SLICE_MS = 6 * 3_600_000  # bars are read and written six hours at a time
 EXPORT_TICK_SLICE_MS = 60_000 * 10
 EPOCH = pd.Timestamp(0, tz="UTC")
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+ZIP_EOCD_SIZE = 22  # bytes of a zip's end-of-central-directory record
+# Zip-bomb and giant-line limits (a file over one is refused with a FileImportError
+# naming the limit). A Binance zip holds one CSV; market-data CSVs compress 3-10x
+# and their lines are under 1 kB. The limits keep an import under ~400 MB RSS.
+MAX_ZIP_MEMBERS = 1_000
+MAX_ZIP_DIRECTORY_BYTES = 1 << 20
+MAX_ZIP_RATIO = 100  # uncompressed / compressed size of the CSV member ...
+ZIP_RATIO_FREE_BYTES = 256 << 20  # ... checked only above 256 MB uncompressed
+MAX_LINE_BYTES = 4 << 20
 QUOTE_SUFFIX = re.compile(r"^[A-Z0-9]{1,16}(USDT|USDC|BUSD|FDUSD|USD)$")
 _TOKEN_SPLIT = re.compile(r"[-_. ]+")
 _ZONE_SUFFIX = r"(?:[Zz]|[+-]\d{2}:?\d{2})$"
 _BOOL_TEXT = {"true": True, "false": False, "1": True, "0": False}
+# a text cell starting with one of these runs as a formula in a spreadsheet
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_START = r"[=+\-@\t\r]"
 
 
 # ------------------------------------------------------------------------------ errors
@@ -290,6 +307,8 @@ class ImportReport:
     interval_s : bar length of bar files in seconds, else None.
     first_ts_ms, last_ts_ms : range of the imported timestamps, ms UTC (None if none).
     notes : plain-language remarks ("timestamps had no zone: UTC assumed", ...).
+    leftover_files, leftover_bytes : temporary files of killed imports removed
+        before this one (`remove_import_leftovers`), and their size.
     """
 
     dataset: str
@@ -305,6 +324,8 @@ class ImportReport:
     first_ts_ms: int | None
     last_ts_ms: int | None
     notes: tuple[str, ...] = ()
+    leftover_files: int = 0
+    leftover_bytes: int = 0
 
     def summary(self) -> str:
         """One line for a CLI or a dashboard message."""
@@ -323,6 +344,9 @@ class ImportReport:
         )
         if self.notes:
             text += "; " + "; ".join(self.notes)
+        cleanup = LeftoverCleanup(self.leftover_files, self.leftover_bytes).note()
+        if cleanup:
+            text += "; " + cleanup
         return text
 
 
@@ -411,21 +435,89 @@ def symbol_from_filename(name: str) -> str | None:
 def _open_source(path: Path) -> tuple[IO[bytes], str | None, int]:
     """Open `path` for binary reading; a zip's single CSV member is streamed.
 
-    Returns (stream, member name or None, uncompressed size in bytes).
+    Returns (stream, member name or None, uncompressed size in bytes). The stream
+    refuses a line longer than `MAX_LINE_BYTES`; a zip is checked against the
+    zip-bomb limits (`_check_zip_directory`, `_check_zip_member`) before any
+    member is read.
     """
     label = path.name
     with open(path, "rb") as probe:
         magic = probe.read(4)
+        if magic in ZIP_MAGIC:
+            _check_zip_directory(probe, label)
     if magic not in ZIP_MAGIC:
-        return open(path, "rb"), None, path.stat().st_size
+        return _LimitedStream(open(path, "rb"), label), None, path.stat().st_size
     try:
         archive = zipfile.ZipFile(path)
     except zipfile.BadZipFile as exc:
         raise FileImportError(label, f"not a readable zip archive ({exc})") from exc
-    member = _csv_member(archive, label)
-    info = archive.getinfo(member)
-    stream = archive.open(info)
-    return _ZipStream(stream, archive), member, info.file_size
+    try:
+        member = _csv_member(archive, label)
+        info = archive.getinfo(member)
+        _check_zip_member(info, label)
+        stream = archive.open(info)
+    except BaseException:
+        archive.close()
+        raise
+    return _LimitedStream(stream, label, archive), member, info.file_size
+
+
+def _zip_end_record(fh: IO[bytes]) -> tuple[int, int, int]:
+    """(members listed, central directory bytes, end offset) from a zip's end
+    records (zip64 when present), or (0, 0, -1) when there is no end record."""
+    fh.seek(0, os.SEEK_END)
+    size = fh.tell()
+    tail_at = max(0, size - ZIP_EOCD_SIZE - 0xFFFF)  # the comment is < 64 KiB
+    fh.seek(tail_at)
+    tail = fh.read(size - tail_at)
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < ZIP_EOCD_SIZE:
+        return 0, 0, -1
+    fields = struct.unpack("<4s4H2LH", tail[at : at + ZIP_EOCD_SIZE])
+    members, cd_bytes = fields[5], fields[6]
+    locator = tail[at - 20 : at] if at >= 20 else b""
+    if locator[:4] == b"PK\x06\x07":  # zip64: the counts are in its own record
+        fh.seek(struct.unpack("<Q", locator[8:16])[0])
+        record = fh.read(56)
+        if len(record) == 56 and record[:4] == b"PK\x06\x06":
+            members, cd_bytes = struct.unpack("<4sQ2H2L4Q", record)[7:9]
+    return members, cd_bytes, tail_at + at
+
+
+def _check_zip_directory(fh: IO[bytes], label: str) -> None:
+    """Refuse a zip listing more than `MAX_ZIP_MEMBERS` members or a central
+    directory over `MAX_ZIP_DIRECTORY_BYTES`, from its end record alone (before
+    ``zipfile`` reads the directory, which costs time and memory per member)."""
+    members, cd_bytes, _ = _zip_end_record(fh)
+    if members > MAX_ZIP_MEMBERS:
+        raise FileImportError(
+            label,
+            f"the zip archive lists {members:,} members; at most "
+            f"{MAX_ZIP_MEMBERS:,} are accepted (MAX_ZIP_MEMBERS; a Binance zip "
+            "holds one CSV)",
+        )
+    if cd_bytes > MAX_ZIP_DIRECTORY_BYTES:
+        raise FileImportError(
+            label,
+            f"the zip archive's directory is {cd_bytes:,} bytes; at most "
+            f"{MAX_ZIP_DIRECTORY_BYTES:,} are accepted (MAX_ZIP_DIRECTORY_BYTES)",
+        )
+    fh.seek(0)
+
+
+def _check_zip_member(info: zipfile.ZipInfo, label: str) -> None:
+    """Refuse a member that expands more than `MAX_ZIP_RATIO` times (above
+    `ZIP_RATIO_FREE_BYTES`): market-data CSVs compress 3-10x, a zip bomb ~1000x."""
+    allowed = max(ZIP_RATIO_FREE_BYTES, MAX_ZIP_RATIO * info.compress_size)
+    if info.file_size > allowed:
+        ratio = info.file_size / max(1, info.compress_size)
+        raise FileImportError(
+            label,
+            f"{info.filename} would expand from {info.compress_size:,} to "
+            f"{info.file_size:,} bytes ({ratio:,.0f}x); above "
+            f"{ZIP_RATIO_FREE_BYTES >> 20} MB at most {MAX_ZIP_RATIO}x is accepted "
+            "(MAX_ZIP_RATIO): a zip bomb?",
+        )
 
 
 def _csv_member(archive: zipfile.ZipFile, label: str) -> str:
@@ -449,23 +541,48 @@ def _csv_member(archive: zipfile.ZipFile, label: str) -> str:
     return csvs[0]
 
 
-class _ZipStream(io.RawIOBase):
-    """A zip member that also closes its archive (read-only, forward)."""
+class _LimitedStream(io.RawIOBase):
+    """A file or zip member, read forward, that refuses over-long lines.
 
-    def __init__(self, member: IO[bytes], archive: zipfile.ZipFile) -> None:
+    Raises `FileImportError` naming the line as soon as more than `MAX_LINE_BYTES`
+    bytes pass without a line break, so that neither the CSV parser nor
+    ``readline`` ever holds a giant line (a zip bomb of one 1 GiB line). Closing it
+    closes the zip archive too.
+    """
+
+    def __init__(
+        self, member: IO[bytes], label: str, archive: zipfile.ZipFile | None = None
+    ) -> None:
         super().__init__()
         self._member = member
+        self._label = label
         self._archive = archive
         self._pos = 0
+        self._breaks = 0  # "\n" seen: the current line is self._breaks + 1
+        self._run = 0  # bytes since the last line break
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
-        data = self._member.read(len(buffer))
+        # blocks of at most 1 MiB: a line inside one block is under the limit
+        data = self._member.read(min(len(buffer), 1 << 20))
         n = len(data)
         buffer[:n] = data
         self._pos += n
+        cuts = [i for i in (data.find(b"\n"), data.find(b"\r")) if i >= 0]
+        if self._run + (min(cuts) if cuts else n) > MAX_LINE_BYTES:
+            raise FileImportError(
+                self._label,
+                f"a line longer than {MAX_LINE_BYTES >> 20} MB (MAX_LINE_BYTES); "
+                "market-data lines are under 1 kB: not a CSV of trades or bars?",
+                row=self._breaks + 1,
+            )
+        if cuts:
+            self._breaks += data.count(b"\n")
+            self._run = n - 1 - max(data.rfind(b"\n"), data.rfind(b"\r"))
+        else:
+            self._run += n
         return n
 
     def tell(self) -> int:
@@ -474,7 +591,8 @@ class _ZipStream(io.RawIOBase):
     def close(self) -> None:
         if not self.closed:
             self._member.close()
-            self._archive.close()
+            if self._archive is not None:
+                self._archive.close()
         super().close()
 
 
@@ -554,14 +672,17 @@ def detect_format(
         head = bytes(source[:HEAD_BYTES])
         member = None
         if head[:4] in ZIP_MAGIC:
+            data = io.BytesIO(bytes(source))
+            _check_zip_directory(data, label)
             try:
-                archive = zipfile.ZipFile(io.BytesIO(bytes(source)))
+                archive = zipfile.ZipFile(data)
             except zipfile.BadZipFile as exc:
                 raise FileImportError(
                     label, "a zip archive needs the whole file, not its first bytes"
                 ) from exc
             with archive:
                 member = _csv_member(archive, label)
+                _check_zip_member(archive.getinfo(member), label)
                 with archive.open(member) as stream:
                     head = stream.read(HEAD_BYTES)
     else:
@@ -1332,9 +1453,7 @@ def _raw_chunks(
     stream, _, _ = _open_source(path)
     skip = fmt.skip_lines + (1 if fmt.has_header else 0)
     with stream:
-        buffered = (
-            io.BufferedReader(stream) if isinstance(stream, _ZipStream) else stream
-        )
+        buffered = io.BufferedReader(stream)
         try:
             # the reader tokenizes the first rows already (an unclosed quote raises)
             reader = pd.read_csv(
@@ -1394,9 +1513,7 @@ def _ndjson_chunks(
     """Yield (role frame, line numbers, bytes consumed, duplicates) per NDJSON chunk."""
     stream, _, _ = _open_source(path)
     with stream:
-        buffered = (
-            io.BufferedReader(stream) if isinstance(stream, _ZipStream) else stream
-        )
+        buffered = io.BufferedReader(stream)
         line = 1
         while True:
             block = []
@@ -1574,6 +1691,12 @@ def _empty_frame(kind: str) -> pd.DataFrame:
 # ---------------------------------------------------------------------------- import
 
 
+# the temporary database of a running import (see `_temp_path`), and its companions
+_TEMP_NAME = re.compile(
+    r"^\.(?P<stem>.+)\.importing-(?P<pid>\d+)-(?P<ns>\d+)\.db(?:-wal|-shm|-journal)?$"
+)
+
+
 def _temp_path(target: Path) -> Path:
     return target.with_name(
         f".{target.stem}.importing-{os.getpid()}-{time.time_ns()}.db"
@@ -1590,6 +1713,83 @@ def _remove_db(path: Path) -> None:
             file.unlink(missing_ok=True)
         except OSError:
             pass
+
+
+@dataclass(frozen=True, slots=True)
+class LeftoverCleanup:
+    """What `remove_import_leftovers` deleted: files and their bytes."""
+
+    files: int = 0
+    bytes: int = 0
+
+    def note(self) -> str:
+        """``removed 3 leftover files (120.5 MB) from killed imports`` ("" if none)."""
+        if not self.files:
+            return ""
+        return (
+            f"removed {self.files} leftover files ({self.bytes / 2**20:.1f} MB) "
+            "from killed imports"
+        )
+
+
+def _process_start_ns(pid: int) -> int | None:
+    """Start time of a running process (ns since the epoch) from /proc, or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        boot = Path("/proc/stat").read_text()
+    except OSError:
+        return None
+    ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22: starttime
+    btime = int(re.search(r"^btime (\d+)", boot, re.MULTILINE).group(1))
+    return int((btime + ticks / os.sysconf("SC_CLK_TCK")) * 1e9)
+
+
+def _import_running(pid: int, stamped_ns: int) -> bool:
+    """True while the import that named a temporary file may still run: its pid is
+    alive on this host and that process started before the file was named (else
+    the pid was reused after the import died)."""
+    if pid == os.getpid():
+        return True
+    if not storage._pid_alive(pid):
+        return False
+    started = _process_start_ns(pid)
+    return started is None or started <= stamped_ns + 2 * 10**9  # btime is in s
+
+
+def remove_import_leftovers(
+    base_dir: str | os.PathLike[str] = Path("data"),
+) -> LeftoverCleanup:
+    """Delete what imports killed mid-way (SIGKILL, power loss) left behind.
+
+    An import builds ``.NAME.importing-PID-TIME.db`` (plus ``-wal``/``-shm``)
+    beside the dataset, or ``.pairdesk-NAME.importing-...`` in the temporary
+    directory for a PostgreSQL dataset, and removes it when it ends; a killed one
+    cannot. Files whose PID is gone from this host (or was reused by a process
+    started later) are removed; those of running imports are kept. `import_file`
+    calls this first; the app or the ingester may call it at start.
+    """
+    places = [(Path(tempfile.gettempdir()), "pairdesk-")]
+    if not storage.is_postgres_url(base_dir):
+        places.insert(0, (storage.dataset_db_path(base_dir, "x").parent, ""))
+    files = size = 0
+    for folder, prefix in places:
+        try:
+            names = list(folder.iterdir())
+        except OSError:
+            continue
+        for file in names:
+            match = _TEMP_NAME.match(file.name)
+            if match is None or not match["stem"].startswith(prefix):
+                continue
+            if _import_running(int(match["pid"]), int(match["ns"])):
+                continue
+            try:
+                n = file.stat().st_size
+                file.unlink()
+            except OSError:
+                continue
+            files, size = files + 1, size + n
+    return LeftoverCleanup(files, size)
 
 
 def _write_ticks(writer: storage.Writer, frame: pd.DataFrame) -> tuple[int, int]:
@@ -1653,6 +1853,8 @@ def import_file(
     which replaces the dataset only after the last chunk is written. On any error
     the temporary file is removed: nothing of a bad file is kept and an existing
     dataset is untouched. Peak memory is bounded by `chunk_rows`, not the file size.
+    Temporary files left by killed imports are removed first
+    (`remove_import_leftovers`; the report counts them).
     When `base_dir` is a PostgreSQL URL the dataset is the schema ``ds_NAME``: the
     file is built and checked in a local temporary SQLite file the same way (from
     a copy of the dataset when it exists), then swapped in by
@@ -1702,6 +1904,7 @@ def import_file(
         or interval_s < 1
     ):
         raise ValueError(f"interval_s must be an integer >= 1, got {interval_s!r}")
+    cleanup = remove_import_leftovers(base_dir)
     resolved, label = _resolve_format(src, fmt)
     if interval_s is not None and resolved.kind in (OHLCV, KLINES):
         resolved = FileFormat(**{**_asdict(resolved), "interval_s": interval_s})
@@ -1797,6 +2000,8 @@ def import_file(
         first_ts_ms=first_ts,
         last_ts_ms=last_ts,
         notes=tuple(sorted(notes)),
+        leftover_files=cleanup.files,
+        leftover_bytes=cleanup.bytes,
     )
 
 
@@ -1866,8 +2071,41 @@ def _iso_series(values: pd.Series) -> pd.Series:
     return text.where(ts.notna(), "")
 
 
-def _csv_text(frame: pd.DataFrame, header: bool) -> str:
+def _formula_safe(text: str) -> str:
+    """`text` with a leading ``'`` when a spreadsheet would run it as a formula."""
+    return "'" + text if text[:1] in FORMULA_TRIGGERS else text
+
+
+def escape_formula_cells(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy of `frame` whose text cells cannot run as spreadsheet formulas.
+
+    Every text cell (and column name) that begins with ``=``, ``+``, ``-``, ``@``,
+    a tab or a carriage return gets a leading ``'`` (OWASP's advice against CSV
+    injection: ``=HYPERLINK(...)`` in a webhook's error text would otherwise run
+    when the file is opened in a spreadsheet). Only object, string and category
+    columns are touched, and in them only `str` values: numbers, such as negative
+    prices, stay numbers.
+    """
     out = frame.copy()
+    out.columns = [_formula_safe(c) if isinstance(c, str) else c for c in out.columns]
+    for i in range(out.shape[1]):
+        col = out.iloc[:, i]
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            col = col.astype(object)
+        elif not (
+            pd.api.types.is_object_dtype(col) or pd.api.types.is_string_dtype(col)
+        ):
+            continue
+        hit = col.str.match(_FORMULA_START).fillna(False).astype(bool)
+        if hit.any():
+            col = col.astype(object).copy()
+            col[hit] = "'" + col[hit].astype(str)
+            out.isetitem(i, col)
+    return out
+
+
+def _csv_text(frame: pd.DataFrame, header: bool) -> str:
+    out = escape_formula_cells(frame)
     for col in out.columns:
         if pd.api.types.is_datetime64_any_dtype(out[col]):
             out[col] = _iso_series(out[col])
@@ -1886,11 +2124,17 @@ def frame_to_csv_bytes(
     ``frame_to_csv_bytes(result.table, ["params " + result.params.to_json()])``;
     `import_file` skips such leading comment lines.
     """
+    head = _comment_lines(header_lines)
+    return (head + _csv_text(df.reset_index(drop=True), header=True)).encode("utf-8")
+
+
+def _comment_lines(header_lines: Sequence[str] | str) -> str:
+    """``# ``-prefixed lines, each kept on one line (CR and LF become spaces: a
+    line break would start a row that a spreadsheet may run as a formula)."""
     lines = [header_lines] if isinstance(header_lines, str) else list(header_lines)
-    head = "".join(
+    return "".join(
         "# " + line.replace("\r", " ").replace("\n", " ") + "\n" for line in lines
     )
-    return (head + _csv_text(df.reset_index(drop=True), header=True)).encode("utf-8")
 
 
 class _Sink:
@@ -1956,7 +2200,12 @@ def read_bars_any(
     """Bars at `interval_s` from 1 s bars, or from stored coarser bars where no 1 s
     bar falls in a bucket (imported klines/OHLCV, exchange history).
 
-    Buckets are UTC-aligned; rows with bucket start in ``[start_ms, end_ms)``.
+    Buckets are UTC-aligned; rows with bucket start in ``[start_ms, end_ms)``. In a
+    bucket that has both, the stored bar wins when it counts more trades than the
+    bucket's 1 s bars: at the seam where live data begins mid-bucket (or a hole
+    not yet refilled), the 1 s bars hold only part of the bucket and the exchange's
+    kline is the complete one. Stored bars without trade counts (OHLCV files)
+    never displace 1 s bars.
     """
     width = interval_s * 1000
     lo = None if start_ms is None else -(-int(start_ms) // width) * width
@@ -1972,7 +2221,13 @@ def read_bars_any(
         return stored
     if len(stored) == 0:
         return from_1s
-    stored = stored.loc[~stored["ts"].isin(from_1s["ts"])]
+    own_trades = from_1s.set_index("ts")["trades"]
+    theirs = stored["trades"].to_numpy(dtype="float64")
+    mine = stored["ts"].map(own_trades).to_numpy(dtype="float64")
+    shared = np.isfinite(mine)
+    complete = shared & (np.nan_to_num(theirs) > mine)  # the seam: kline is whole
+    stored = stored.loc[~shared | complete]
+    from_1s = from_1s.loc[~from_1s["ts"].isin(stored["ts"])]
     both = pd.concat([from_1s, stored], ignore_index=True)
     return both.sort_values("ts", ignore_index=True)
 
@@ -2025,7 +2280,7 @@ def export_bars(
     last: int | None = None
     ok = False
     try:
-        sink.write("".join(f"# {line}\n" for line in header_lines))
+        sink.write(_comment_lines(header_lines))
         sink.write(",".join(BAR_COLUMNS) + "\n")
         t = lo
         while t < hi:

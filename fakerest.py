@@ -21,7 +21,9 @@ Endpoints and payload shapes (Binance USD-M "Market Data" documentation)::
 
 Every answer carries ``X-MBX-USED-WEIGHT-1M``; going over the served REQUEST_WEIGHT
 limit answers 429 like Binance. Faults can be switched on (`FakeBinanceRest.fail`):
-429 with ``Retry-After``, 418 (IP ban), 451 (restricted location), 403, 500.
+429 with ``Retry-After`` (a number, or any header text such as ``inf`` or an HTTP
+date), 418 (IP ban), 451 (restricted location), 403, 500; and an oversized answer
+(`FakeBinanceRest.serve_huge`).
 """
 
 from __future__ import annotations
@@ -97,6 +99,9 @@ class _Fault:
     remaining: int | None  # None: forever
     retry_after_s: float | None
     path: str | None
+    retry_after: str | None = None  # the header's text as given, e.g. "inf"
+    body_bytes: int = 0  # status 200: an answer of this many bytes (spaces)
+    declare_length: bool = True
 
 
 def read_trades_csv(path: str | Path) -> list[FakeTrade]:
@@ -337,13 +342,31 @@ class FakeBinanceRest:
         times: int | None = 1,
         retry_after_s: float | None = None,
         path: str | None = None,
+        retry_after: str | None = None,
     ) -> None:
         """Answer the next `times` requests (None: all) with an HTTP error.
 
         `path` limits the fault to one endpoint (e.g. ``/fapi/v1/klines``).
+        `retry_after` sends that exact ``Retry-After`` text (``"inf"``, ``"nan"``,
+        an HTTP date) instead of `retry_after_s`; a 418 then names no end time.
         """
+        fault = _Fault(status, times, retry_after_s, path, retry_after)
         with self._state.lock:
-            self._state.faults.append(_Fault(status, times, retry_after_s, path))
+            self._state.faults.append(fault)
+
+    def serve_huge(
+        self,
+        n_bytes: int,
+        *,
+        path: str | None = None,
+        times: int | None = 1,
+        declare_length: bool = True,
+    ) -> None:
+        """Answer the next `times` requests with a 200 of `n_bytes` bytes, streamed
+        in 1 MiB blocks (with a Content-Length, or close-delimited without one)."""
+        fault = _Fault(200, times, None, path, None, n_bytes, declare_length)
+        with self._state.lock:
+            self._state.faults.append(fault)
 
     def clear_faults(self) -> None:
         """Remove every pending fault."""
@@ -390,6 +413,9 @@ class _Handler(BaseHTTPRequestHandler):
             if fault is None or fault.status == 429:
                 st.used.append((now, weight))
                 used += weight
+        if fault is not None and fault.body_bytes:
+            self._stream_huge(fault, used, now)
+            return
         if fault is not None:
             status, body, headers = self._fault_answer(fault)
         else:
@@ -412,6 +438,31 @@ class _Handler(BaseHTTPRequestHandler):
 
     # ---------------------------------------------------------------- helpers
 
+    def _stream_huge(self, fault: _Fault, used: int, now: float) -> None:
+        """A 200 of `fault.body_bytes` spaces; stops when the client hangs up."""
+        st = self.state
+        with st.lock:
+            st.requests.append(
+                ServedRequest(self.path.split("?")[0], {}, 200, now, None)
+            )
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("X-MBX-USED-WEIGHT-1M", str(used))
+        if fault.declare_length:
+            self.send_header("Content-Length", str(fault.body_bytes))
+        else:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        block = b" " * (1 << 20)
+        left = fault.body_bytes
+        try:
+            while left > 0:
+                self.wfile.write(block[: min(left, len(block))])
+                left -= len(block)
+        except OSError:  # the client refused the answer and closed
+            self.close_connection = True
+
     def _take_fault(self, path: str) -> _Fault | None:
         for fault in self.state.faults:
             if fault.path is not None and fault.path != path:
@@ -432,7 +483,9 @@ class _Handler(BaseHTTPRequestHandler):
     @staticmethod
     def _fault_answer(fault: _Fault) -> tuple[int, dict, dict[str, str]]:
         headers: dict[str, str] = {}
-        if fault.retry_after_s is not None:
+        if fault.retry_after is not None:
+            headers["Retry-After"] = fault.retry_after
+        elif fault.retry_after_s is not None:
             headers["Retry-After"] = str(max(0, round(fault.retry_after_s)))
         if fault.status == 429:
             msg = (
@@ -441,6 +494,11 @@ class _Handler(BaseHTTPRequestHandler):
                 "polling the API."
             )
             return 429, {"code": -1003, "msg": msg}, headers
+        if fault.status == 418 and fault.retry_after is not None:
+            msg = (
+                "Way too many requests; IP(127.0.0.1) banned. Please use the websocket."
+            )
+            return 418, {"code": -1003, "msg": msg}, headers
         if fault.status == 418:
             until = int(time.time() * 1000 + 1000 * (fault.retry_after_s or 120))
             msg = (

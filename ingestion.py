@@ -15,6 +15,7 @@ CLI::
 
     python ingestion.py stream --symbols btcusdt,ethusdt [--db data/market.db]
         [--url wss://fstream.binance.com/public] [--duration S] [--record FILE.ndjson]
+        [--max-trade-age S]
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -51,6 +52,9 @@ from websockets.exceptions import (
 )
 
 from models import Gap, Tick, normalize_symbol, parse_symbols
+
+if TYPE_CHECKING:
+    from storage import FileChange
 
 log = logging.getLogger("ingestion")
 
@@ -65,7 +69,16 @@ RATE_WINDOW_S = 10.0
 MIN_TRADE_MS = 1_546_300_800_000  # 2019-01-01T00:00:00Z
 MAX_TRADE_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z
 MAX_AHEAD_MS = 86_400_000  # one day after the receive time
+# The live window (`IngestionConfig.max_trade_age_s`): on a live feed a trade time
+# more than a day behind or five minutes ahead of the receive clock is refused
+# before it reaches storage, where each trade day is a partition (PostgreSQL).
+LIVE_MAX_TRADE_AGE_S = 86_400.0
+LIVE_MAX_TRADE_AHEAD_S = 300.0
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 MAX_TRADE_ID = 2**63 - 1  # SQLite INTEGER: a larger id could never be stored
+# Prices and quantities must stay below this, so that price * qty and the sums of
+# a bar (volume, quote volume, VWAP) stay finite: 1e308 would store inf.
+MAX_VALUE = 1e100
 _SYMBOL_RE = re.compile(r"[A-Za-z0-9]{2,20}")  # used with fullmatch: no "\n"
 _SYMBOLS: dict[str, str] = {}  # wire symbol -> validated upper-case symbol (cache)
 # The C scanner behind json.loads, called directly on the hot path (json.loads adds
@@ -139,8 +152,10 @@ def _positive_number(value: object, name: str) -> float | str:
             number = float(value)  # type: ignore[arg-type]
         except ValueError:
             return f"field {name!r} is not numeric: {value!r}"
-        if 0.0 < number < math.inf:
+        if 0.0 < number < MAX_VALUE:
             return number
+        if number >= MAX_VALUE and number < math.inf:
+            return f"field {name!r} is {value!r}: 1e100 or more would overflow sums"
         return f"field {name!r} must be a finite number > 0, got {value!r}"
     return f"field {name!r} must be a decimal string, got {kind.__name__}"
 
@@ -173,7 +188,8 @@ def parse_frame(raw: str | bytes, recv_ms: int) -> ParseResult:
         subscription acks ``{"result":null,"id":1}``, request errors and other events
         (``bookTicker``, ``depthUpdate``, ``markPriceUpdate``...); ``malformed`` with
         the reason for bad JSON, invalid UTF-8, a missing field, a wrong type (a bool
-        where an int is due), a non-numeric or non-positive price or quantity, a
+        where an int is due), a non-numeric, non-positive or huge (``MAX_VALUE``,
+        1e100, or more) price or quantity, a
         trade id of 2^63 - 1 or more (it could not be stored), JSON nested too
         deeply, or a trade or event time outside ``[MIN_TRADE_MS, MAX_TRADE_MS)``
         (2019-01-01 to 2100-01-01) or more than ``MAX_AHEAD_MS`` (one day) after
@@ -269,7 +285,7 @@ def _parse(raw: str | bytes, recv_ms: int = 0) -> _Parsed:
         qty = float(q)
     except ValueError:
         return _parse_slow(data, recv_ms)
-    if not (0.0 < price < math.inf and 0.0 < qty < math.inf):
+    if not (0.0 < price < MAX_VALUE and 0.0 < qty < MAX_VALUE):
         return _parse_slow(data, recv_ms)
     if trade_type != "MARKET":
         reason = f"non-market trade X={trade_type}"
@@ -302,6 +318,17 @@ def _time_reason(name: str, value: int, latest_ms: int) -> str | None:
     return (
         f"field {name!r} is {_iso(value)}, more than "
         f"{MAX_AHEAD_MS // 3_600_000} h after the receive time"
+    )
+
+
+def _window_reason(trade_ms: int, recv_ms: int, window: tuple[int, int]) -> str:
+    """Why a trade time lies outside the live window (`IngestionConfig`)."""
+    off = recv_ms - trade_ms
+    where = "before" if off > 0 else "after"
+    return (
+        f"field 'T' is {_iso(trade_ms)}, {abs(off) / 1000:.0f} s {where} the "
+        f"receive time: outside the live window ({window[0] / 1000:g} s behind, "
+        f"{window[1] / 1000:g} s ahead; --max-trade-age 0 turns it off)"
     )
 
 
@@ -385,6 +412,16 @@ def _db_setting(value: Path | str) -> Path | str:
     return Path(text)
 
 
+def _check_trade_age(age: object) -> None:
+    """Validate ``IngestionConfig.max_trade_age_s``: None, or a number >= 0."""
+    if age is None:
+        return
+    if isinstance(age, bool) or not isinstance(age, int | float):
+        raise ValueError(f"max_trade_age_s: must be a number or None, got {age!r}")
+    if not 0 <= age < math.inf:
+        raise ValueError(f"max_trade_age_s: must be >= 0 (0: off), got {age!r}")
+
+
 @dataclass(frozen=True)
 class IngestionConfig:
     """Everything the ingestion service needs; validated on construction.
@@ -415,6 +452,12 @@ class IngestionConfig:
     busy_timeout_ms : SQLite busy timeout of the writer connection (short on purpose).
     record_path : append every raw frame received to this NDJSON file, or None.
     ping_interval_s : client keepalive pings (None disables).
+    max_trade_age_s : the live window: a trade whose time ``T`` is more than this
+        many seconds before the receive time, or more than
+        ``LIVE_MAX_TRADE_AHEAD_S`` (300 s) after it, is counted as malformed and
+        skipped. None (default): ``LIVE_MAX_TRADE_AGE_S`` (one day) against an
+        exchange, off against a loopback host (``127.0.0.1``, ``localhost``,
+        ``::1``: the replay server serving recordings, Demo); 0: off.
     """
 
     symbols: tuple[str, ...]
@@ -438,6 +481,7 @@ class IngestionConfig:
     busy_timeout_ms: int = 50
     record_path: Path | None = None
     ping_interval_s: float | None = 20.0
+    max_trade_age_s: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.symbols, str):
@@ -485,6 +529,22 @@ class IngestionConfig:
                 "max_queue_ticks: must be >= flush_max_ticks "
                 f"({self.flush_max_ticks}), got {self.max_queue_ticks}"
             )
+        _check_trade_age(self.max_trade_age_s)
+
+    @property
+    def trade_window_ms(self) -> tuple[int, int] | None:
+        """(ms behind, ms ahead) of the receive time a trade may be, or None (off).
+
+        See ``max_trade_age_s``: None means on against an exchange, off against a
+        loopback host (recordings replayed locally).
+        """
+        age = self.max_trade_age_s
+        if age is None:
+            host = (urlsplit(self.base_url).hostname or "").lower()
+            age = 0.0 if host in _LOOPBACK_HOSTS else LIVE_MAX_TRADE_AGE_S
+        if not age:
+            return None
+        return int(age * 1000), int(LIVE_MAX_TRADE_AHEAD_S * 1000)
 
     @property
     def url(self) -> str:
@@ -635,6 +695,9 @@ def describe_error(exc: BaseException, url: str) -> str:
 
 LOCK_REPORT_S = 1.0  # a lock held this long shows in the status warnings
 DUP_RUN_WARN = 1000  # this many duplicates in a row: the ids went backwards
+LOG_FIRST = 20  # per kind (malformed frame, gap): this many logged one by one...
+LOG_SUMMARY_S = 10.0  # ...then one summary line at most this often
+GAP_MERGE_IDS = 64  # a new gap this close to an unwritten one of its symbol extends it
 
 
 def _storage_hint(message: str) -> str:
@@ -675,51 +738,103 @@ class _Batcher:
         self.locked_since: float | None = None
         self.reopened = 0
 
+    @property
+    def depth(self) -> int:
+        """Trades received but not written: ticks and non-market trades whose ids
+        are still to be persisted (both count towards ``max_queue_ticks``)."""
+        return len(self.ticks) + len(self.filtered)
+
     def _held(self) -> str:
         """ "N ticks held in memory (limit M)" for status texts."""
         return (
-            f"{len(self.ticks)} ticks held in memory "
+            f"{self.depth} ticks held in memory "
             f"(limit {self.config.max_queue_ticks}), retrying"
         )
 
-    def _reopen_if_deleted(self) -> bool:
-        """Recreate the database when its file was deleted; False when that failed.
+    def _reopen_if_changed(self) -> bool:
+        """Reopen the database when its file or write-ahead log changed under the
+        writer (deleted, or replaced by another file such as a backup moved over
+        it); False when that failed.
 
-        SQLite keeps writing to an unlinked file, which vanishes on close: without
-        this check every later batch would be lost without an error.
+        SQLite keeps writing to the file it opened: to an unlinked file, which
+        vanishes on close, and through a ``-wal`` that, left beside a replaced
+        file, corrupts it. The writer compares device and inode before each batch.
         """
-        from storage import StorageError, Writer
+        from storage import StorageError
 
-        path = self.config.db_path
-        if isinstance(path, str) or path.exists():  # a server URL has no file
-            return True
-        when = datetime.now(tz=UTC).isoformat(timespec="seconds")
         try:
-            new = Writer(path, busy_timeout_ms=self.config.busy_timeout_ms)
+            change = self.writer.reopen_if_changed()  # type: ignore[attr-defined]
         except StorageError as exc:
+            what = self.writer.file_change() or ("changed", "")  # type: ignore[attr-defined]
             self.c.write_error = (
-                f"database file {path} was deleted and cannot be recreated: {exc}; "
-                + self._held()
+                f"database file {self.config.db_path} was {what[0]} while running "
+                f"and cannot be opened again: {exc}; " + self._held()
             )
             log.error(self.c.write_error)
             return False
-        old, self.writer = self.writer, new
-        with contextlib.suppress(Exception):
-            old.close()  # type: ignore[attr-defined]
+        if change is None:
+            return True
         if self.owner is not None:
             try:
-                new.acquire_lease(  # type: ignore[arg-type]
+                self.writer.acquire_lease(  # type: ignore[attr-defined]
                     self.owner, stale_after_ms=self.config.lease_stale_after_ms
                 )
             except StorageError as exc:
-                log.warning("lease on the recreated database failed: %s", exc)
+                log.warning("lease on the reopened database failed: %s", exc)
         self.reopened += 1
-        self.c.db_notice = (
-            f"database file {path} was deleted while running; recreated it at "
-            f"{when} (data stored before that is gone)"
-        )
+        self.c.stored = max(0, self.c.stored - change.lost_ticks)
+        self.c.db_notice = self._change_text(change)
         log.error(self.c.db_notice)
         return True
+
+    def _lost_gaps(self, missing: dict[str, tuple[int, int]], now_ms: int) -> str:
+        """Queue gap rows for trade ids the reopened file lacks; describe them."""
+        first_pending: dict[str, int] = {}
+        for t in self.ticks:
+            if t.trade_id < first_pending.get(t.symbol, MAX_TRADE_ID):
+                first_pending[t.symbol] = t.trade_id
+        parts = []
+        for sym, (lo, hi) in sorted(missing.items()):
+            hi = min(hi, first_pending.get(sym, MAX_TRADE_ID) - 1)  # still queued
+            if lo <= hi:
+                self.gaps.append(Gap(sym, lo, hi, now_ms))
+                self.c.gaps += 1
+                parts.append(f"{sym} {lo}..{hi}")
+        return ", ".join(parts)
+
+    def _change_text(self, change: FileChange) -> str:
+        """The status text for a `storage.FileChange` (and its gap rows queued)."""
+        path = self.config.db_path
+        now = datetime.now(tz=UTC)
+        when = now.isoformat(timespec="seconds")
+        if change.kind == "deleted":
+            return (
+                f"database file {path} was deleted while running; recreated it at "
+                f"{when} (data stored before that is gone)"
+            )
+        gaps = self._lost_gaps(dict(change.missing), int(now.timestamp() * 1000))
+        gap_text = f", recorded as gaps ({gaps})" if gaps else ""
+        n = change.lost_ticks
+        if change.kind == "wal":
+            head = (
+                "database write-ahead log was lost under the ingester: "
+                f"{change.detail}; "
+            )
+            if change.wal_saved and not n:
+                return head + (
+                    f"its committed ticks were copied into {path} and the file "
+                    f"reopened at {when}: nothing lost"
+                )
+            return head + f"reopened {path} at {when}; lost {n} ticks{gap_text}"
+        lost = (
+            f"{n} ticks stored in the old file are not in the new one{gap_text}"
+            if n
+            else "the new file holds every tick of the old one"
+        )
+        return (
+            f"database file was replaced under the ingester: {change.detail}; "
+            f"stopped writing to the old file and reopened {path} at {when}; {lost}"
+        )
 
     def flush_once(self) -> bool:
         """Write one chunk (up to flush_max_ticks and all gaps); True when written."""
@@ -731,7 +846,7 @@ class _Batcher:
         seen = {sym: tid for pos, sym, tid in self.filtered if pos <= n}
         if not chunk and not gaps and not seen:
             return True
-        if not self._reopen_if_deleted():
+        if not self._reopen_if_changed():
             self._retry_at = time.monotonic() + self.config.flush_interval_s
             return False
         try:
@@ -760,13 +875,16 @@ class _Batcher:
             self._retry_at = time.monotonic() + self.config.flush_interval_s
             return False
         self.locked_since = None
+        self.c.stored += result.inserted
+        if self.writer.file_change() is not None:  # type: ignore[attr-defined]
+            # changed while writing: the chunk stays queued for the reopened file
+            return self._reopen_if_changed()
         del self.ticks[:n]
         del self.gaps[: len(gaps)]
         if self.filtered:
             self.filtered = [(p - n, s, t) for p, s, t in self.filtered if p > n]
-        self.c.stored += result.inserted
         self.c.write_error = ""
-        if len(self.ticks) < self.config.max_queue_ticks:
+        if self.depth < self.config.max_queue_ticks:
             self.room.set()
         return True
 
@@ -782,9 +900,9 @@ class _Batcher:
         """Called by the receive loop when flush_max_ticks are pending."""
         if time.monotonic() >= self._retry_at:
             self.flush_once()
-        while len(self.ticks) >= self.config.max_queue_ticks:
+        while self.depth >= self.config.max_queue_ticks:
             self.room.clear()
-            log.warning("queue full (%d ticks): pausing reads", len(self.ticks))
+            log.warning("queue full (%d trades): pausing reads", self.depth)
             await self.room.wait()
 
     async def run(self) -> None:
@@ -840,6 +958,9 @@ class TradeStream:
         self._opened = 0
         # per symbol: (last id, duplicates received in a row while it was the last)
         self._dup_runs: dict[str, tuple[int, int]] = {}
+        self._log_counts: dict[str, int] = {}  # per kind: messages so far
+        self._log_held: dict[str, tuple[int, str]] = {}  # kind: (not logged, latest)
+        self._log_summary_at = time.monotonic()
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -951,6 +1072,7 @@ class TradeStream:
     ) -> tuple[str, ...]:
         """Warnings for a silent route (no trade at all) or a silent symbol."""
         cfg = self.config
+        self._log_summary()
         warns: list[str] = self._backwards_warnings()
         if self.c.ticks + self.c.filtered == ticks_at_open:
             if now - opened >= cfg.no_trade_warn_s:
@@ -993,7 +1115,6 @@ class TradeStream:
         parse = _parse
         last_ids = self.last_ids
         ticks = self.batcher.ticks
-        gaps = self.batcher.gaps
         flush_max = self.config.flush_max_ticks
         c = self.c
         lags = c.lags
@@ -1001,7 +1122,8 @@ class TradeStream:
         clock = time.time
         recv = ws.recv
         subscribed = frozenset(self.config.symbols)
-        dup_runs = self._dup_runs
+        window = self.config.trade_window_ms
+        behind_ms, ahead_ms = window or (0, 0)
         while True:
             raw = await recv()
             c.frames += 1
@@ -1012,29 +1134,22 @@ class TradeStream:
             kind, tick, reason, event_ms, sym, tid = parse(raw, recv_ms)
             if kind == "trade" or kind == "filtered":
                 if sym not in subscribed:
-                    c.unsubscribed += 1
-                    seen_syms = c.unsubscribed_symbols
-                    if sym not in seen_syms and len(seen_syms) < 100:
-                        seen_syms.add(sym)  # type: ignore[arg-type]
-                        log.warning("trades of %s dropped: not subscribed", sym)
+                    self._drop_unsubscribed(sym)  # type: ignore[arg-type]
+                    continue
+                if (
+                    window
+                    and kind == "trade"
+                    and not recv_ms - behind_ms <= tick.ts_ms <= recv_ms + ahead_ms  # type: ignore[union-attr]
+                ):
+                    self._drop_outside_window(tick.ts_ms, recv_ms, raw)  # type: ignore[union-attr]
                     continue
                 last = last_ids.get(sym)  # type: ignore[arg-type]
                 if last is not None:
                     if tid <= last:  # type: ignore[operator]
-                        c.duplicates += 1
-                        run = dup_runs.get(sym)  # type: ignore[arg-type]
-                        dup_runs[sym] = (  # type: ignore[index]
-                            (last, run[1] + 1)
-                            if run is not None and run[0] == last
-                            else (last, 1)
-                        )
+                        self._count_duplicate(sym, last)  # type: ignore[arg-type]
                         continue
                     if tid > last + 1:  # type: ignore[operator]
-                        gaps.append(Gap(sym, last + 1, tid - 1, recv_ms))  # type: ignore[arg-type, operator]
-                        c.gaps += 1
-                        log.warning(
-                            "gap in %s trade ids: %d..%d", sym, last + 1, tid - 1
-                        )  # type: ignore[operator]
+                        self._record_gap(sym, last + 1, tid - 1, recv_ms)  # type: ignore[arg-type, operator]
                 last_ids[sym] = tid  # type: ignore[index]
                 lags.append(recv_ms - event_ms)
                 if kind == "trade":
@@ -1045,10 +1160,101 @@ class TradeStream:
                         await self.batcher.on_full()
                 else:
                     c.filtered += 1
-                    self.batcher.filtered.append((len(ticks), sym, tid))
+                    if self._queue_filtered(len(ticks), sym, tid) >= flush_max:  # type: ignore[arg-type]
+                        await self.batcher.on_full()
             elif kind == "malformed":
                 c.malformed += 1
-                log.warning("malformed frame skipped (%s): %.300r", reason, raw)
+                self._warn("malformed frame", "skipped (%s): %.300r", reason, raw)
+
+    def _count_duplicate(self, sym: str, last: int) -> None:
+        """Count a trade whose id is not above the last id of its symbol, and the
+        run of such trades while that last id stays (`_backwards_warnings`)."""
+        self.c.duplicates += 1
+        run = self._dup_runs.get(sym)
+        self._dup_runs[sym] = (
+            (last, run[1] + 1) if run is not None and run[0] == last else (last, 1)
+        )
+
+    def _drop_unsubscribed(self, sym: str) -> None:
+        """Count a trade of a symbol not subscribed; log each such symbol once."""
+        self.c.unsubscribed += 1
+        seen_syms = self.c.unsubscribed_symbols
+        if sym not in seen_syms and len(seen_syms) < 100:
+            seen_syms.add(sym)
+            log.warning("trades of %s dropped: not subscribed", sym)
+
+    def _drop_outside_window(self, trade_ms: int, recv_ms: int, raw: object) -> None:
+        """Count a trade outside the live window as malformed, with the reason."""
+        self.c.malformed += 1
+        window = self.config.trade_window_ms
+        assert window is not None  # noqa: S101 - only called with the window on
+        reason = _window_reason(trade_ms, recv_ms, window)
+        self._warn("malformed frame", "skipped (%s): %.300r", reason, raw)
+
+    def _queue_filtered(self, pos: int, sym: str, tid: int) -> int:
+        """Queue a non-market trade's id (to persist with the ticks before it);
+        return the queue depth. Only the highest id per symbol and position
+        matters, so a run of them takes one entry per symbol, not one each."""
+        pending = self.batcher.filtered
+        for i in range(len(pending) - 1, max(-1, len(pending) - 3), -1):
+            if pending[i][0] == pos and pending[i][1] == sym:
+                pending[i] = (pos, sym, tid)
+                return self.batcher.depth
+        pending.append((pos, sym, tid))
+        return self.batcher.depth
+
+    def _record_gap(self, sym: str, lo: int, hi: int, recv_ms: int) -> None:
+        """Queue a gap row for ids ``lo..hi``, or extend the symbol's unwritten
+        one when it ends at most GAP_MERGE_IDS ids before ``lo`` (garbage ids
+        would otherwise write a row per frame; the few ids seen in between are
+        stored, and a refill drops them as duplicates)."""
+        gaps = self.batcher.gaps
+        for i in range(len(gaps) - 1, max(-1, len(gaps) - 5), -1):
+            g = gaps[i]
+            if g.symbol == sym:
+                if g.to_id < lo <= g.to_id + 1 + GAP_MERGE_IDS:
+                    gaps[i] = Gap(sym, g.from_id, hi, g.detected_ms)
+                    self._warn("gap", "in %s trade ids: %d..%d", sym, lo, hi)
+                    return
+                break
+        gaps.append(Gap(sym, lo, hi, recv_ms))
+        self.c.gaps += 1
+        self._warn("gap", "in %s trade ids: %d..%d", sym, lo, hi)
+
+    def _warn(self, kind: str, msg: str, *args: object) -> None:
+        """``log.warning(kind + " " + msg)``, the first LOG_FIRST of a kind one by
+        one, then counted into one summary line per LOG_SUMMARY_S."""
+        n = self._log_counts.get(kind, 0) + 1
+        self._log_counts[kind] = n
+        if n <= LOG_FIRST:
+            log.warning(f"{kind} {msg}", *args)
+            if n == LOG_FIRST:
+                log.warning(
+                    "further '%s' messages are summarised every %g s",
+                    kind,
+                    LOG_SUMMARY_S,
+                )
+            return
+        held = self._log_held.get(kind, (0, ""))[0]
+        self._log_held[kind] = (held + 1, msg % args)
+        self._log_summary()
+
+    def _log_summary(self) -> None:
+        """Log the held message counts when LOG_SUMMARY_S has passed."""
+        now = time.monotonic()
+        if now - self._log_summary_at < LOG_SUMMARY_S or not self._log_held:
+            return
+        for kind, (n, latest) in self._log_held.items():
+            log.warning(
+                "%d more '%s' messages in the last %.0f s (latest: %s %.300s)",
+                n,
+                kind,
+                now - self._log_summary_at,
+                kind,
+                latest,
+            )
+        self._log_held.clear()
+        self._log_summary_at = now
 
 
 # ------------------------------------------------------------------------- service
@@ -1061,6 +1267,23 @@ def _log_task_failure(task: asyncio.Task) -> None:
     """Log a service task that ended with an exception (other than cancellation)."""
     if not task.cancelled() and task.exception() is not None:
         log.error("service task %s failed", task.get_name(), exc_info=task.exception())
+
+
+def _remove_import_leftovers(db: Path | str) -> None:
+    """Delete the hidden copies that imports killed mid-way left beside the
+    database's ``datasets`` folder (and in the temporary directory); log what
+    was reclaimed. Never raises: a cleanup problem must not stop ingestion."""
+    import datafiles
+    import storage
+
+    base = db if storage.is_postgres_url(db) else storage._as_path(db).parent
+    try:
+        note = datafiles.remove_import_leftovers(base).note()
+    except Exception as exc:  # noqa: BLE001 - logged, ingestion goes on
+        log.warning("could not look for leftovers of killed imports: %s", exc)
+        return
+    if note:
+        log.warning("%s (datasets of %s)", note, db)
 
 
 def _iso(ms: int) -> str:
@@ -1180,7 +1403,7 @@ class IngestionService:
             last_trade_ms=c.last_trade_ms,
             lag_p50_ms=c.lag_p50_ms,
             lag_p99_ms=c.lag_p99_ms,
-            queue_depth=len(batcher.ticks) if batcher is not None else 0,
+            queue_depth=batcher.depth if batcher is not None else 0,
             warnings=tuple(warns),
             filtered=c.filtered,
             stored_ticks=c.stored,
@@ -1219,6 +1442,7 @@ class IngestionService:
         cfg = self._config
         c = self._c
         writer = None
+        _remove_import_leftovers(cfg.db_path)
         try:
             while writer is None:
                 try:
@@ -1387,6 +1611,7 @@ def _cmd_stream(args: argparse.Namespace) -> int:
             db_path=args.db,
             base_url=args.url,
             record_path=args.record,
+            max_trade_age_s=args.max_trade_age,
         )
         sync = rest.sync_from_args(args)
     except ValueError as exc:
@@ -1464,6 +1689,15 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     p.add_argument("--duration", type=float, default=None, help="stop after S seconds")
     p.add_argument("--record", type=Path, default=None, help="append raw frames here")
     p.add_argument("--status-every", type=float, default=5.0, help="seconds")
+    p.add_argument(
+        "--max-trade-age",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="skip trades more than SECONDS behind (or 300 s ahead of) the receive "
+        "time; default 86400 against an exchange, off against 127.0.0.1 (replays); "
+        "0: off",
+    )
     import rest  # REST client (pandas-heavy): only the CLI needs it here
 
     rest.add_cli_arguments(p)
@@ -1476,6 +1710,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     import storage_pg
 
     storage_pg.add_cli_commands(sub)
+    import alerts  # alerts add|list|history|delete|enable|disable
+
+    alerts.add_cli_commands(sub)
     return parser, sub
 
 

@@ -6,7 +6,10 @@
   declares its weight; the `RateLimiter` keeps the weight of the last 60 s under a
   share of the REQUEST_WEIGHT limit that ``exchangeInfo`` reports. HTTP 429 pauses all
   requests for ``Retry-After``; 418 stops all REST calls until the ban ends; 451/403
-  (a blocked region) is reported once in plain words and never retried.
+  (a blocked region) is reported once in plain words and never retried. Hostile
+  answers are bounded: ``Retry-After`` is clamped to `MAX_RETRY_AFTER_S` (10 min),
+  a ban to `MAX_BAN_MS` (3 days), an answer to `MAX_RESPONSE_BYTES` (32 MB); no REST
+  failure stops the stream.
 - `RestSync`: an `ingestion.IngestionService` task (``tasks=[sync.run]``, so it runs
   only while this process holds the writer lease). It checks the symbols against
   ``exchangeInfo``, warm-starts each symbol with the 1 m klines of the last 24 h that
@@ -29,6 +32,7 @@ import argparse
 import asyncio
 import contextlib
 import difflib
+import email.utils
 import json
 import logging
 import math
@@ -69,6 +73,16 @@ WEIGHT_EXCHANGE_INFO = 1
 WEIGHT_TRADES = 5
 WEIGHT_HISTORICAL_TRADES = 20
 WEIGHT_AGG_TRADES = 20
+# A Retry-After (429 or 418) is clamped to 0..10 minutes: "inf" or "1e300" would
+# otherwise pause REST for good (or overflow); NaN or garbage means "not given".
+MAX_RETRY_AFTER_S = 600.0
+# A ban named in a 418's message ("banned until T") is believed up to 3 days, the
+# longest ban Binance documents.
+MAX_BAN_MS = 3 * DAY_MS
+# Largest answer read (the largest legitimate one, exchangeInfo, is a few MB); a
+# larger one is refused unread (Content-Length) or as soon as it passes the limit.
+MAX_RESPONSE_BYTES = 32 << 20
+MAX_ERROR_BODY_BYTES = 64 << 10
 USER_AGENT = "pair-analytics/rest (+urllib)"
 API_KEY_ENV = "BINANCE_API_KEY"  # read from the environment, never a CLI argument
 _BANNED_UNTIL = re.compile(r"banned until (\d{12,14})")
@@ -674,7 +688,9 @@ class RateLimiter:
             return WINDOW_S  # unreachable: weight <= budget
 
     def pause(self, seconds: float) -> None:
-        """Hold every request for `seconds` (a 429's ``Retry-After``)."""
+        """Hold every request for `seconds` (a 429's ``Retry-After``), at most
+        `MAX_RETRY_AFTER_S`."""
+        seconds = min(MAX_RETRY_AFTER_S, seconds) if seconds > 0 else 0.0
         with self._lock:
             self._paused_until = max(self._paused_until, self._clock() + seconds)
 
@@ -793,11 +809,12 @@ class RestClient:
             self.requests += 1
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as resp:  # noqa: S310 - http(s) checked
-                status, hdrs, body = resp.status, resp.headers, resp.read()
+                status, hdrs = resp.status, resp.headers
+                body = _read_capped(resp, path, MAX_RESPONSE_BYTES)
         except urllib.error.HTTPError as exc:
             status, hdrs = exc.code, exc.headers
             try:
-                body = exc.read()
+                body = exc.read(MAX_ERROR_BODY_BYTES)
             except OSError:
                 body = b""
         except (urllib.error.URLError, TimeoutError, OSError) as exc:
@@ -822,7 +839,7 @@ class RestClient:
         with contextlib.suppress(ValueError, AttributeError):
             payload = json.loads(body)
             code, msg = payload.get("code"), str(payload.get("msg", msg))
-        retry_after = _retry_after_s(hdrs)
+        retry_after = _retry_after_s(hdrs, self._wall_ms())
         if status == 429:
             wait = retry_after if retry_after is not None else WINDOW_S
             self.limiter.pause(wait)
@@ -836,7 +853,7 @@ class RestClient:
             until = None
             m = _BANNED_UNTIL.search(msg)
             if m:
-                until = int(m.group(1))
+                until = min(int(m.group(1)), self._wall_ms() + MAX_BAN_MS)
             if until is None:
                 until = self._wall_ms() + int(1000 * (retry_after or 120))
             self._banned_until_ms = max(self._banned_until_ms, until)
@@ -968,6 +985,9 @@ class RestClient:
             info = self.exchange_info_blocking()
         except RestError as exc:
             return unchecked_symbols(symbols, str(exc))
+        except Exception as exc:  # never let REST stop the stream
+            log.exception("symbol check failed")
+            return unchecked_symbols(symbols, f"REST error: {exc!r}")
         return check_symbols_against(symbols, info)
 
     async def klines(
@@ -1026,12 +1046,48 @@ class RestClient:
         return list(rows or [])
 
 
-def _retry_after_s(hdrs: Any) -> float | None:
+def _retry_after_s(hdrs: Any, now_ms: int) -> float | None:
+    """Seconds of a ``Retry-After`` header (delay seconds or an HTTP date), clamped
+    to ``0..MAX_RETRY_AFTER_S``; None when absent or unreadable (NaN, garbage)."""
     value = hdrs.get("Retry-After") if hdrs is not None else None
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
+    if value is None:
         return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp() - now_ms / 1000.0
+    if math.isnan(seconds):
+        return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER_S)
+
+
+def _read_capped(resp: Any, path: str, limit: int) -> bytes:
+    """The body of `resp`, refused with `RestUnavailableError` when it is larger
+    than `limit` bytes: unread when Content-Length says so, else once `limit`
+    bytes have passed (memory stays about `limit`)."""
+    length = resp.headers.get("Content-Length") if resp.headers else None
+    if length is not None and length.strip().isdigit() and int(length) > limit:
+        raise RestUnavailableError(
+            f"REST answer from {path} is {int(length):,} bytes, over the "
+            f"{limit >> 20} MB limit (MAX_RESPONSE_BYTES); not read",
+            status=resp.status,
+        )
+    body = bytearray()
+    while block := resp.read(min(1 << 20, limit + 1 - len(body))):
+        body += block
+        if len(body) > limit:
+            raise RestUnavailableError(
+                f"REST answer from {path} is over the {limit >> 20} MB limit "
+                "(MAX_RESPONSE_BYTES); not read further",
+                status=resp.status,
+            )
+    return bytes(body)
 
 
 # --------------------------------------------------------------- writer thread
@@ -1265,6 +1321,10 @@ class RestSync:
         except RestError as exc:
             check = unchecked_symbols(symbols, str(exc))
             self._note_error(exc)
+        except Exception as exc:  # never let REST stop the stream
+            log.exception("symbol check failed")
+            check = unchecked_symbols(symbols, f"REST error: {exc!r}")
+            self._note_error(exc)
         else:
             check = check_symbols_against(symbols, info)
         self._check = check
@@ -1303,10 +1363,16 @@ class RestSync:
                         if pending:
                             next_warm = loop.time() + self.retry_s
                     await self._fill_new_gaps(symbols)
-                except (storage.StorageError, ValueError) as exc:
-                    # a locked/unwritable database or an odd payload: say so, go on
+                except Exception as exc:
+                    # a locked/unwritable database, an odd payload or a bug: say
+                    # so and go on (REST never stops the stream)
                     self._message = f"REST sync: {exc}"
-                    log.warning("%s (retrying in %.0f s)", self._message, self.retry_s)
+                    log.warning(
+                        "%s (retrying in %.0f s)",
+                        self._message,
+                        self.retry_s,
+                        exc_info=not isinstance(exc, storage.StorageError | ValueError),
+                    )
                     await asyncio.sleep(self.retry_s)
                     continue
                 if not pending and self._state == "warming":

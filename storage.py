@@ -43,7 +43,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -179,6 +179,56 @@ class BatchResult:
     inserted: int
     duplicates: int
     gaps: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FileChange:
+    """What `Writer.reopen_if_changed` found and did.
+
+    Attributes
+    ----------
+    kind : ``"deleted"`` (no file at the path any more), ``"replaced"`` (another
+        file at the path, e.g. a backup moved over it) or ``"wal"`` (the file is the
+        same but its ``-wal`` write-ahead log was deleted or replaced).
+    detail : plain words, e.g. "data/market.db is another file now (inode 5, was 3)".
+    lost_ticks : ticks the old file (as this writer saw it) held that the reopened
+        file does not.
+    missing : per symbol, the trade ids ``(first, last)`` above the reopened file's
+        highest id that the old file held (symbols the new file lacks are absent).
+    wal_saved : for ``"wal"``, whether the lost log's committed pages were copied
+        into the file before reopening.
+    """
+
+    kind: str
+    detail: str
+    lost_ticks: int = 0
+    missing: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    wal_saved: bool = False
+
+
+_FileId = tuple[int, int] | None
+
+
+def _file_id(path: os.PathLike | str) -> _FileId:
+    """(device, inode) of a file, None when it does not exist."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _wal_path(path: os.PathLike | str) -> str:
+    return f"{os.fspath(path)}-wal"
+
+
+def _shm_path(path: os.PathLike | str) -> str:
+    return f"{os.fspath(path)}-shm"
+
+
+def _file_ids(path: os.PathLike | str) -> tuple[_FileId, _FileId, _FileId]:
+    """Identities of a database file, its ``-wal`` and its ``-shm``."""
+    return (_file_id(path), _file_id(_wal_path(path)), _file_id(_shm_path(path)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,17 +461,49 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def _migrate(conn: sqlite3.Connection) -> None:
-    """Apply the pending migrations, each in its own IMMEDIATE transaction."""
+def _schema_problem(conn: sqlite3.Connection, path: object) -> str | None:
+    """Why this program must not open the file (a newer schema, a foreign file)."""
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version > SCHEMA_VERSION:
+        return (
+            f"database schema version {version} of {path} is newer than this "
+            f"program's {SCHEMA_VERSION}: use a newer PairDesk to read it"
+        )
+    if version == 0:
+        names = [
+            r[0]
+            for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' "
+                "ORDER BY name LIMIT 4"
+            )
+        ]
+        if names:
+            shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            return (
+                f"{path} is not a PairDesk database (it has tables {shown} and "
+                "no PairDesk schema version); it was left untouched"
+            )
+    return None
+
+
+def _migrate(conn: sqlite3.Connection, path: object = "") -> None:
+    """Refuse a newer or foreign file untouched, switch to WAL, then apply the
+    pending migrations, each in its own IMMEDIATE transaction."""
+    problem = _schema_problem(conn, path)
+    if problem is not None:
+        raise StorageError(f"open failed: {problem}")
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise StorageError(
+            f"open failed: cannot switch {path} to WAL (journal_mode is {mode})"
+        )
     while True:
         conn.execute("BEGIN IMMEDIATE")
         try:
             version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-            if version > SCHEMA_VERSION:
-                raise StorageError(
-                    f"open failed: database schema version {version} is newer than "
-                    f"this program's {SCHEMA_VERSION}"
-                )
+            problem = _schema_problem(conn, path)  # changed since the first look?
+            if problem is not None:
+                raise StorageError(f"open failed: {problem}")
             if version == SCHEMA_VERSION:
                 conn.execute("COMMIT")
                 return
@@ -459,6 +541,21 @@ WITH RECURSIVE s(symbol) AS (
 SELECT symbol FROM s WHERE symbol IS NOT NULL
 """
 _SYMBOL_SCANS = {t: _SYMBOL_SCAN.format(table=t) for t in ("ticks", "bars_1s", "bars")}
+# Retention deletes in chunks of at most PRUNE_CHUNK_ROWS rows per transaction,
+# oldest first (the last parameter of each statement is the chunk size).
+PRUNE_CHUNK_ROWS = 50_000
+_PRUNE_TICKS = (
+    "DELETE FROM ticks WHERE symbol = ? AND trade_id IN (SELECT trade_id FROM ticks "
+    "WHERE symbol = ? AND ts_ms < ? ORDER BY ts_ms LIMIT ?)"
+)
+_PRUNE_BARS_1S = (
+    "DELETE FROM bars_1s WHERE symbol = ? AND ts_ms IN (SELECT ts_ms FROM bars_1s "
+    "WHERE symbol = ? AND ts_ms <= ? ORDER BY ts_ms LIMIT ?)"
+)
+_PRUNE_BARS = (
+    "DELETE FROM bars WHERE (symbol, interval_s, ts_ms) IN (SELECT symbol, "
+    "interval_s, ts_ms FROM bars WHERE ts_ms + interval_s * 1000 <= ? LIMIT ?)"
+)
 
 _INSERT_TICK = (
     "INSERT INTO ticks(symbol, trade_id, ts_ms, price, qty, is_buyer_maker) "
@@ -693,22 +790,25 @@ class Writer:
             raise StorageError(
                 f"open failed: cannot create directory {self._path.parent}: {exc}"
             ) from exc
+        self._conn: sqlite3.Connection | None = None
+        self._files: tuple[_FileId, _FileId, _FileId] = (None, None, None)
+        self._lost_view: tuple[str, str, dict[str, int], int] | None = None
+        self._wal_saved = False
+        self._open()
+
+    def _open(self) -> None:
+        """Connect, switch to WAL, migrate; record which files were opened."""
         conn: sqlite3.Connection | None = None
         try:
             conn = sqlite3.connect(
                 self._path, isolation_level=None, check_same_thread=False
             )
-            conn.execute(f"PRAGMA busy_timeout = {admin_timeout_ms:d}")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise StorageError(
-                    f"open failed: cannot switch {self._path} to WAL "
-                    f"(journal_mode is {mode})"
-                )
+            conn.execute(f"PRAGMA busy_timeout = {self._admin_timeout_ms:d}")
+            _migrate(conn, self._path)
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA cache_size = -16000")
-            _migrate(conn)
-            conn.execute(f"PRAGMA busy_timeout = {busy_timeout_ms:d}")
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms:d}")
+            conn.execute("SELECT count(*) FROM writer_lease").fetchone()  # opens -wal
         except sqlite3.Error as exc:
             if conn is not None:
                 conn.close()
@@ -717,7 +817,8 @@ class Writer:
             if conn is not None:
                 conn.close()
             raise
-        self._conn: sqlite3.Connection | None = conn
+        self._conn = conn
+        self._files = _file_ids(self._path)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -737,6 +838,104 @@ class Writer:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    def file_change(self) -> tuple[str, str] | None:
+        """``(kind, plain words)`` when the file or its ``-wal`` at this writer's
+        path is no longer the one it opened (see `FileChange`), else None.
+
+        Two ``stat`` calls: cheap enough before every batch.
+        """
+        main, wal = _file_id(self._path), _file_id(_wal_path(self._path))
+        if main is None:
+            return ("deleted", f"database file {self._path} was deleted")
+        if main != self._files[0]:
+            old = self._files[0][1] if self._files[0] else "?"
+            return (
+                "replaced",
+                f"{self._path} is another file now (inode {main[1]}, was {old})",
+            )
+        if wal != self._files[1] and self._files[1] is not None:
+            what = "deleted" if wal is None else "replaced by another file"
+            return ("wal", f"{_wal_path(self._path)} was {what}")
+        return None
+
+    def reopen_if_changed(self) -> FileChange | None:
+        """Stop using files that changed under this writer and reopen the path.
+
+        When the file at the path is another one (replaced or deleted), the old
+        file's write-ahead log must never be applied to the new one: the old
+        connection is closed (SQLite folds its log into the old, unlinked file)
+        and any ``-wal``/``-shm`` left at the path that still belongs to the old
+        file is removed before the path is opened again. When only the ``-wal``
+        was deleted, the file is the same, so the committed pages of the lost log
+        (still open here) are first copied into it. Returns None when nothing
+        changed.
+
+        Raises
+        ------
+        StorageError
+            When the path cannot be opened again (call again to retry).
+        """
+        if self._lost_view is None:
+            change = self.file_change()
+            if change is None:
+                return None
+            saved = change[0] == "wal" and self._save_lost_wal()
+            ids, total = self._view()
+            self._lost_view = (*change, ids, total)
+            with contextlib.suppress(sqlite3.Error):
+                self.close()
+            self._conn = None
+            self._remove_stale_files()
+            self._wal_saved = saved
+        kind, detail, old_ids, old_total = self._lost_view
+        self._open()  # raises StorageError: _lost_view stays for the retry
+        self._lost_view = None
+        new_ids, new_total = self._view()
+        missing = {
+            sym: (new_ids[sym] + 1, last)
+            for sym, last in old_ids.items()
+            if sym in new_ids and new_ids[sym] < last
+        }
+        return FileChange(
+            kind,
+            detail,
+            max(0, old_total - new_total),
+            missing,
+            kind == "wal" and self._wal_saved,
+        )
+
+    def _save_lost_wal(self) -> bool:
+        """Copy the committed pages of this connection's (deleted) log into the
+        file; True when all of them were copied."""
+        conn = self._connection("reopen")
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {self._admin_timeout_ms:d}")
+            row = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms:d}")
+        except sqlite3.Error:
+            return False
+        return row[0] == 0  # (busy, log pages, pages copied)
+
+    def _view(self) -> tuple[dict[str, int], int]:
+        """Highest trade ids and the number of ticks, as this connection sees them."""
+        conn = self._connection("reopen")
+        try:
+            total = int(conn.execute("SELECT count(*) FROM ticks").fetchone()[0])
+        except sqlite3.Error as exc:
+            raise _error("reopen", exc, self._path) from exc
+        return self.last_trade_ids(), total
+
+    def _remove_stale_files(self) -> None:
+        """Remove a ``-wal``/``-shm`` at the path that belongs to the old file."""
+        for name, ident in zip(
+            (_wal_path(self._path), _shm_path(self._path)),
+            self._files[1:],
+            strict=True,
+        ):
+            if ident is not None and _file_id(name) == ident:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name)
 
     def _connection(self, op: str) -> sqlite3.Connection:
         """The open connection, or StorageError naming the operation."""
@@ -1299,28 +1498,39 @@ class Writer:
         Deletes ticks with ``ts_ms < older_than_ms`` and bars (1 s and coarser)
         that end at or before it (``ts_ms + interval <= older_than_ms``), so that no
         bar loses part of its trades. Gaps, alert rules and events are kept.
+        Rows go oldest first in transactions of at most `PRUNE_CHUNK_ROWS`, so the
+        write lock is held for moments (the ingester's batches go in between) and
+        the write-ahead log stays small, however much is deleted.
 
         Raises
         ------
         DatabaseLockedError, StorageError
-            When the database cannot be written (nothing is deleted).
+            When the database cannot be written; chunks committed before stay
+            deleted and the next prune goes on from there.
         """
         cutoff = int(older_than_ms)
-        deleted = 0
         with self._transaction("prune", timeout_ms=self._admin_timeout_ms) as conn:
-            for symbol in [r[0] for r in conn.execute(_SYMBOL_SCANS["ticks"])]:
-                deleted += conn.execute(
-                    "DELETE FROM ticks WHERE symbol = ? AND ts_ms < ?", (symbol, cutoff)
-                ).rowcount
-            for symbol in [r[0] for r in conn.execute(_SYMBOL_SCANS["bars_1s"])]:
-                deleted += conn.execute(
-                    "DELETE FROM bars_1s WHERE symbol = ? AND ts_ms <= ?",
-                    (symbol, cutoff - BAR_MS),
-                ).rowcount
-            deleted += conn.execute(
-                "DELETE FROM bars WHERE ts_ms + interval_s * 1000 <= ?", (cutoff,)
-            ).rowcount
-        return deleted
+            tick_symbols = [r[0] for r in conn.execute(_SYMBOL_SCANS["ticks"])]
+            bar_symbols = [r[0] for r in conn.execute(_SYMBOL_SCANS["bars_1s"])]
+        deleted = 0
+        for symbol in tick_symbols:
+            deleted += self._delete_chunks(_PRUNE_TICKS, (symbol, symbol, cutoff))
+        for symbol in bar_symbols:
+            deleted += self._delete_chunks(
+                _PRUNE_BARS_1S, (symbol, symbol, cutoff - BAR_MS)
+            )
+        return deleted + self._delete_chunks(_PRUNE_BARS, (cutoff,))
+
+    def _delete_chunks(self, text: str, params: tuple) -> int:
+        """Run a DELETE whose last parameter is a row limit, PRUNE_CHUNK_ROWS rows
+        per transaction, until a chunk comes short; return the rows deleted."""
+        deleted = 0
+        while True:
+            with self._transaction("prune", timeout_ms=self._admin_timeout_ms) as tx:
+                n = tx.execute(text, (*params, PRUNE_CHUNK_ROWS)).rowcount
+            deleted += n
+            if n < PRUNE_CHUNK_ROWS:
+                return deleted
 
     def clear_market_data(self) -> None:
         """Delete ticks, 1 s bars, coarser bars, gaps, last seen ids; keep alerts."""
@@ -1518,11 +1728,12 @@ _local = threading.local()
 def _reader(db_path: os.PathLike | str) -> sqlite3.Connection | None:
     """This thread's read-only connection to `db_path`, None if the file is absent.
 
-    Cached per thread and per path; reopened when the file was replaced (deleted,
-    renamed over) since the connection was opened.
+    Cached per thread and per path; reopened when the file or its ``-wal`` was
+    replaced (deleted, renamed over) since the connection was opened: a reader
+    left on a replaced file's log would read the old file's pages into the new one.
     """
     key = os.path.abspath(_as_path(db_path))
-    cache: dict[str, tuple[sqlite3.Connection, tuple[int, int]]] | None = getattr(
+    cache: dict[str, tuple[sqlite3.Connection, tuple]] | None = getattr(
         _local, "conns", None
     )
     if cache is None:
@@ -1534,7 +1745,7 @@ def _reader(db_path: os.PathLike | str) -> sqlite3.Connection | None:
         if entry is not None:
             entry[0].close()
         return None
-    ident = (st.st_dev, st.st_ino)
+    ident = (st.st_dev, st.st_ino, _file_id(_wal_path(key)))
     entry = cache.get(key)
     if entry is not None:
         if entry[1] == ident:
@@ -1544,7 +1755,15 @@ def _reader(db_path: os.PathLike | str) -> sqlite3.Connection | None:
     conn = sqlite3.connect(
         Path(key).as_uri() + "?mode=ro", uri=True, isolation_level=None
     )
-    conn.execute(f"PRAGMA busy_timeout = {READER_BUSY_TIMEOUT_MS:d}")
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {READER_BUSY_TIMEOUT_MS:d}")
+        problem = _schema_problem(conn, key)
+    except BaseException:
+        conn.close()
+        raise
+    if problem is not None:  # else its tables would read as empty, not as wrong
+        conn.close()
+        raise StorageError(f"read failed: {problem}")
     cache[key] = (conn, ident)
     return conn
 

