@@ -461,15 +461,18 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def _schema_problem(conn: sqlite3.Connection, path: object) -> str | None:
-    """Why this program must not open the file (a newer schema, a foreign file)."""
+def _schema_problem(
+    conn: sqlite3.Connection, path: object, *, foreign: bool = True
+) -> str | None:
+    """Why this program must not open the file: a newer schema, or (``foreign``,
+    the writer's check before it migrates) tables of another program."""
     version = int(conn.execute("PRAGMA user_version").fetchone()[0])
     if version > SCHEMA_VERSION:
         return (
             f"database schema version {version} of {path} is newer than this "
             f"program's {SCHEMA_VERSION}: use a newer PairDesk to read it"
         )
-    if version == 0:
+    if version == 0 and foreign:
         names = [
             r[0]
             for r in conn.execute(
@@ -1757,7 +1760,10 @@ def _reader(db_path: os.PathLike | str) -> sqlite3.Connection | None:
     )
     try:
         conn.execute(f"PRAGMA busy_timeout = {READER_BUSY_TIMEOUT_MS:d}")
-        problem = _schema_problem(conn, key)
+        # readers refuse only a newer schema: a file the writer is creating may
+        # show its first tables to a racing reader before its version (seen once
+        # in CI); the writer alone refuses foreign files, before it migrates
+        problem = _schema_problem(conn, key, foreign=False)
     except BaseException:
         conn.close()
         raise
