@@ -43,10 +43,10 @@ from typing import Any, Literal
 import pandas as pd
 
 import analytics
-import resampling
 import storage
 from analytics import PairParams
 from models import normalize_symbol
+from pairdesk.view import window as view
 
 log = logging.getLogger(__name__)
 
@@ -592,17 +592,12 @@ def rule_from_row(row: storage.AlertRuleRow) -> AlertRule:
     )
 
 
-def _db_exists(db_path: str | Path) -> bool:
-    """True when the database can hold rules: a PostgreSQL URL, or an existing file."""
-    return storage.is_postgres_url(db_path) or Path(db_path).exists()
-
-
 def load_rules(db_path: str | Path, *, enabled_only: bool = False) -> list[AlertRule]:
     """Read the stored rules, oldest first; a row that no longer parses is skipped.
 
     Returns an empty list when the database file does not exist yet.
     """
-    if not _db_exists(db_path):
+    if not storage.db_exists(db_path):
         return []
     rules: list[AlertRule] = []
     for row in storage.list_alert_rules(db_path):
@@ -677,7 +672,7 @@ def new_events_since(
     A session keeps the largest id it has shown (start with ``latest_event_id``, so a
     new session does not replay old toasts) and toasts the events returned.
     """
-    if not _db_exists(db_path):
+    if not storage.db_exists(db_path):
         return []
     frame = storage.list_alert_events(db_path, limit=limit)
     if frame.empty:
@@ -688,7 +683,7 @@ def new_events_since(
 
 def latest_event_id(db_path: str | Path) -> int:
     """Largest stored event id, 0 when there is none."""
-    if not _db_exists(db_path):
+    if not storage.db_exists(db_path):
         return 0
     frame = storage.list_alert_events(db_path, limit=1)
     return 0 if frame.empty else int(frame["id"].max())
@@ -696,27 +691,14 @@ def latest_event_id(db_path: str | Path) -> int:
 
 # -------------------------------------------------------------------------- metrics
 
-# The view the metrics are computed over mirrors the dashboard's "auto" lookback
-# (app.py): 3 windows of bars, at least 15 minutes, at most a day and 20 000 bars;
-# a bar counts as closed CLOSE_GRACE_MS after its end (flush interval plus lag).
-AUTO_LOOKBACK_WINDOWS = 3
-MIN_LOOKBACK_S = 15 * 60
-MAX_LOOKBACK_S = 24 * 3600
-MAX_BARS = 20_000
-CLOSE_GRACE_MS = 500
+# The view the metrics are computed over is the dashboard's (pairdesk.view): the
+# auto lookback of closed bars, from 1 s bars or stored klines alike.
+closed_end_ms = view.closed_end_ms
 
 
 def lookback_s(params: PairParams) -> int:
-    """Seconds of history the metrics read: ``3 * window`` bars, 15 min to 24 h."""
-    bars = AUTO_LOOKBACK_WINDOWS * params.window
-    wanted = max(bars * params.interval_s, MIN_LOOKBACK_S)
-    return min(wanted, MAX_LOOKBACK_S, MAX_BARS * params.interval_s)
-
-
-def closed_end_ms(now_ms: int, interval_s: int) -> int:
-    """End (exclusive) of the newest closed bar: ``floor((now - grace) / i) * i``."""
-    step = interval_s * 1000
-    return ((int(now_ms) - CLOSE_GRACE_MS) // step) * step
+    """Seconds of history the metrics read (the dashboard's auto lookback)."""
+    return view.auto_lookback_s(params.interval_s, params.window)
 
 
 @dataclass(slots=True)
@@ -753,20 +735,6 @@ def _finite(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return None if math.isnan(number) else number
-
-
-def _bars(
-    db_path: str | Path, symbol: str, interval_s: int, start_ms: int, end_ms: int
-) -> pd.DataFrame:
-    """Bars of ``interval_s`` over ``[start_ms, end_ms)`` from stored 1 s bars.
-
-    The same path as the dashboard (``read_bars_1s`` then ``resample_bars``), so the
-    numbers agree.
-    """
-    bars = storage.read_bars_1s(db_path, symbol, start_ms, end_ms)
-    if interval_s == 1 or bars.empty:
-        return bars
-    return resampling.resample_bars(bars, interval_s)
 
 
 def symbol_bar_metrics(
@@ -864,10 +832,9 @@ def compute_metrics(
     params_key = params.to_json()
     cached = cache.pair.get(params_key)
     if cached is None or cached[0] != end:
-        step = interval_s * 1000
-        start = ((end - lookback_s(params) * 1000) // step) * step
-        bars_y = _bars(db_path, sym_y, interval_s, start, end)
-        bars_x = _bars(db_path, sym_x, interval_s, start, end)
+        start = view.window_start_ms(end, interval_s, lookback_s(params))
+        bars_y = view.read_window_bars(db_path, sym_y, interval_s, start, end)
+        bars_x = view.read_window_bars(db_path, sym_x, interval_s, start, end)
         result = analytics.pair_analytics(bars_y, bars_x, params, with_tests=True)
         cached = (end, result)
         cache.pair[params_key] = cached
@@ -1811,7 +1778,7 @@ def _webhook_label(rule: AlertRule) -> str:
 def _cli_db(setting: str, *, must_exist: bool) -> Path | str:
     """The ``--db`` setting as a storage target; ValueError for a missing file."""
     target = storage.as_target(setting)
-    if must_exist and not _db_exists(target):
+    if must_exist and not storage.db_exists(target):
         raise ValueError(f"db: no database at {target}")
     return target
 

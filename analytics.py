@@ -13,9 +13,10 @@ Conventions
 * Sample standard deviations use ddof=1, like pandas ``rolling().std()``.
 * Crypto trades around the clock: a year has 365 * 24 * 3600 seconds, so a series of
   ``interval_s`` bars is annualised with sqrt(31 536 000 / interval_s).
-* Prices, not log prices, by default (DESIGN.md decision 12): the spread is in quote
-  currency. Spread, z-score, signals and backtest use a hedge ratio estimated without
-  look-ahead (rolling OLS or Kalman); the static fit over the view is descriptive.
+* Prices, not log prices, by default (architecture.md, decision 12): the spread is in
+  quote currency. Spread, z-score, signals and backtest use a hedge ratio estimated
+  without look-ahead (rolling OLS or Kalman); the static fit over the view is
+  descriptive (decision 14).
 """
 
 from __future__ import annotations

@@ -85,7 +85,19 @@ import datafiles  # noqa: E402
 import resampling  # noqa: E402
 import rest  # noqa: E402
 import storage  # noqa: E402
-from models import BAR_COLUMNS, parse_symbols  # noqa: E402
+from models import (  # noqa: E402
+    BAR_COLUMNS,
+    interval_label,
+    now_ms,
+    parse_symbols,
+)
+from pairdesk.view import window as view_window  # noqa: E402
+from pairdesk.view.window import (  # noqa: E402  (the view's names, as before)
+    MAX_BARS,
+    closed_end_ms,
+    read_window_bars,
+    window_start_ms,
+)
 
 SOURCES = ("live", "demo")
 DEFAULT_SYMBOLS = ("BTCUSDT", "ETHUSDT")
@@ -101,9 +113,6 @@ LOOKBACKS: dict[str, int | None] = {
     "12h": 12 * 3600,
     "24h": 24 * 3600,
 }
-MAX_LOOKBACK_S = 24 * 3600  # nothing needs more than a day of data
-MIN_AUTO_LOOKBACK_S = 15 * 60
-MAX_BARS = 20_000  # cap on bars per symbol in one view (1s over many hours)
 HEDGE_METHODS: dict[str, str] = {
     "Rolling OLS": "rolling_ols",
     "Kalman": "kalman",
@@ -116,7 +125,6 @@ SIGNAL_RULES: dict[str, str] = {
     "Bertram bands (OU, cost-aware)": "bertram",
 }
 REFRESH_CHOICES = (0.5, 1.0, 2.0, 5.0, 10.0)
-CLOSE_GRACE_MS = 500  # a bar counts as closed this long after its end (flush + lag)
 MAX_CHART_REFRESH_S = 5.0
 # Streamlit dims elements while a rerun is in flight; with a refresh every 500 ms
 # that reads as flashing, so keep them at full opacity.
@@ -202,10 +210,7 @@ def demo_db_beside(live_db: Path | str) -> Path | str:
     return urlunsplit(parts._replace(query=urlencode([*kept, ("schema", schema)])))
 
 
-def db_exists(db: Path | str) -> bool:
-    """True when a SQLite file exists, and always for PostgreSQL: storage reads
-    tables that do not exist yet as empty (an unreachable server raises)."""
-    return storage.is_postgres_url(db) or Path(db).exists()
+db_exists = storage.db_exists
 
 
 def _arg_parser() -> argparse.ArgumentParser:
@@ -521,57 +526,13 @@ def db_file_bytes(db_path: Path | str) -> int | None:
 # --------------------------------------------------------------------------------------
 
 
-def now_ms() -> int:
-    """Wall-clock time, integer ms UTC."""
-    return time.time_ns() // 1_000_000
-
-
-def closed_end_ms(clock_ms: int, interval_s: int) -> int:
-    """End (exclusive) of the newest closed bar: ``floor((now - grace) / i) * i``."""
-    step = interval_s * 1000
-    return ((clock_ms - CLOSE_GRACE_MS) // step) * step
-
-
-def window_start_ms(end_ms: int, interval_s: int, lookback_s: int) -> int:
-    """Start of the window, aligned to a bar boundary so the first bar is whole."""
-    step = interval_s * 1000
-    lookback_s = min(lookback_s, MAX_LOOKBACK_S, MAX_BARS * interval_s)
-    return ((end_ms - lookback_s * 1000) // step) * step
-
-
 def effective_lookback_s(choice: str, interval_s: int, window: int) -> int:
-    """Seconds of history a view reads: explicit, or auto = 3 windows (>= 15 min)."""
+    """Seconds of history a view reads: explicit, or the auto lookback of
+    ``pairdesk.view`` (3 windows, at least 15 min)."""
     explicit = LOOKBACKS.get(choice)
     if explicit is not None:
         return explicit
-    return min(max(3 * window * interval_s, MIN_AUTO_LOOKBACK_S), MAX_LOOKBACK_S)
-
-
-def read_window_bars(
-    db_path: Path | str, symbol: str, interval_s: int, start_ms: int, end_ms: int
-) -> pd.DataFrame:
-    """Bars of ``symbol`` at ``interval_s`` over ``[start_ms, end_ms)``.
-
-    Reads ``bars_1s`` for the window and resamples. When the 1 s bars do not reach
-    back to the window's first bar and coarser bars are stored for the symbol
-    (imported klines or OHLCV, exchange history), reads through
-    ``datafiles.read_bars_any``, which fills buckets without 1 s bars from stored
-    bars whose interval divides ``interval_s``.
-    """
-    if not db_exists(db_path):
-        return resampling.empty_bars()
-    bars = storage.read_bars_1s(db_path, symbol, start_ms, end_ms)
-    reaches_start = (
-        len(bars) > 0
-        and charts.epoch_ms(bars["ts"].iloc[:1])[0] < start_ms + interval_s * 1000
-    )
-    if not reaches_start and storage.list_bar_intervals(db_path, symbol):
-        return datafiles.read_bars_any(db_path, symbol, interval_s, start_ms, end_ms)
-    if len(bars) == 0:
-        return resampling.empty_bars()
-    if interval_s == 1:
-        return bars
-    return resampling.resample_bars(bars, interval_s)
+    return view_window.auto_lookback_s(interval_s, window)
 
 
 REREAD_BARS = 2  # closed bars re-read on each update, for trades that arrive late
@@ -815,14 +776,6 @@ def cached_pair(
 # --------------------------------------------------------------------------------------
 
 INSUFFICIENT_RE = re.compile(r"have (\d+)(?: [a-z]+)?, need (\d+)")
-
-
-def interval_label(interval_s: int) -> str:
-    """``60`` -> ``"1m"``, ``5`` -> ``"5s"``, ``7200`` -> ``"2h"``."""
-    for unit, size in (("h", 3600), ("m", 60)):
-        if interval_s % size == 0:
-            return f"{interval_s // size}{unit}"
-    return f"{interval_s}s"
 
 
 def waiting_text(have: int, need: int, interval_s: int, what: str = "") -> str:
@@ -2535,14 +2488,16 @@ def preview_metrics(
 ) -> dict[str, float | None]:
     """The metrics of one rule on a dataset's latest bars (no ingestion, no firing).
 
-    The view is the monitor's: ``alerts.lookback_s(params)`` of closed bars ending
+    The view is the monitor's: ``view_window.auto_lookback_s`` of closed bars ending
     at the dataset's last bar, analysed with the rule's own ``PairParams``; "live"
     prices are the last trade (or, for bar-only datasets, the last close).
     """
     params = rule.params
     interval_s = params.interval_s
     end = _dataset_end_ms(db_path, interval_s)
-    start = window_start_ms(end, interval_s, alerts.lookback_s(params))
+    start = window_start_ms(
+        end, interval_s, view_window.auto_lookback_s(interval_s, params.window)
+    )
     db = str(db_path)
     view = cached_pair(db, interval_s, start, end, params.to_json(), version)
     out: dict[str, float | None] = {}

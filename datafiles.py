@@ -57,7 +57,9 @@ import pandas as pd
 
 import resampling
 import storage
-from models import BAR_COLUMNS, normalize_symbol
+from models import BAR_COLUMNS, interval_label, normalize_symbol
+from models import now_ms as _now_ms
+from pairdesk.view.window import read_bars_any  # re-exported: moved to the view
 
 # ---------------------------------------------------------------------------- constants
 
@@ -394,10 +396,6 @@ def _iso(ts_ms: int) -> str:
 def _norm_name(text: str) -> str:
     """Header name as compared with `SYNONYMS`: stripped, lower case, underscores."""
     return re.sub(r"[\s\-]+", "_", text.strip().strip('"').strip()).lower()
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _is_number(text: str) -> bool:
@@ -1530,31 +1528,6 @@ def _ndjson_chunks(
             yield frame, lines, stream.tell(), int(frame.attrs.get("duplicates", 0))
 
 
-def iter_chunks(
-    path: str | os.PathLike[str],
-    *,
-    fmt: FileFormat | str | None = None,
-    symbol: str | None = None,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    now_ms: int | None = None,
-) -> Iterator[pd.DataFrame]:
-    """Read a file as validated, normalised frames of at most `chunk_rows` rows.
-
-    Tick kinds yield columns ``symbol, trade_id, ts_ms, price, qty, is_buyer_maker,
-    line``; bar kinds ``symbol, ts_ms, open, high, low, close, volume, quote_volume,
-    trades, line`` (``line`` is the 1-based line in the file). Each chunk is sorted by
-    (symbol, trade_id) or (symbol, ts_ms); duplicates are not removed here (except
-    whole-line NDJSON duplicates). Memory is bounded by `chunk_rows`.
-
-    Raises
-    ------
-    FileImportError
-        Naming file, row, column and value of the first problem.
-    """
-    for chunk in _iter_parsed(Path(path), fmt, symbol, chunk_rows, now_ms):
-        yield chunk.frame
-
-
 def _resolve_format(path: Path, fmt: FileFormat | str | None) -> tuple[FileFormat, str]:
     label = path.name
     if isinstance(fmt, FileFormat):
@@ -2041,7 +2014,7 @@ def export_filename(
     if names:
         parts.append("-".join(normalize_symbol(s) for s in names))
     if interval is not None:
-        label = interval if isinstance(interval, str) else _interval_label(interval)
+        label = interval if isinstance(interval, str) else interval_label(interval)
         parts.append(re.sub(r"[^A-Za-z0-9]+", "", label))
     if extra:
         parts.append(re.sub(r"[^A-Za-z0-9.=]+", "-", extra).strip("-"))
@@ -2051,14 +2024,6 @@ def export_filename(
                 pd.Timestamp(int(bound), unit="ms", tz="UTC").strftime("%Y%m%dT%H%M%SZ")
             )
     return "_".join(parts) + ".csv"
-
-
-def _interval_label(interval_s: int) -> str:
-    if interval_s % 3600 == 0:
-        return f"{interval_s // 3600}h"
-    if interval_s % 60 == 0:
-        return f"{interval_s // 60}m"
-    return f"{interval_s}s"
 
 
 def _iso_series(values: pd.Series) -> pd.Series:
@@ -2178,58 +2143,6 @@ def _symbol_span(
         if stats.symbol == symbol and stats.first_ms is not None:
             return int(stats.first_ms), int(stats.last_ms) + 1
     return None
-
-
-def _stored_source(
-    db_path: os.PathLike[str] | str, symbol: str, interval_s: int
-) -> int | None:
-    """Largest stored coarser interval that divides `interval_s`, or None."""
-    fits = [
-        i for i in storage.list_bar_intervals(db_path, symbol) if interval_s % i == 0
-    ]
-    return max(fits) if fits else None
-
-
-def read_bars_any(
-    db_path: os.PathLike[str] | str,
-    symbol: str,
-    interval_s: int,
-    start_ms: int | None,
-    end_ms: int | None,
-) -> pd.DataFrame:
-    """Bars at `interval_s` from 1 s bars, or from stored coarser bars where no 1 s
-    bar falls in a bucket (imported klines/OHLCV, exchange history).
-
-    Buckets are UTC-aligned; rows with bucket start in ``[start_ms, end_ms)``. In a
-    bucket that has both, the stored bar wins when it counts more trades than the
-    bucket's 1 s bars: at the seam where live data begins mid-bucket (or a hole
-    not yet refilled), the 1 s bars hold only part of the bucket and the exchange's
-    kline is the complete one. Stored bars without trade counts (OHLCV files)
-    never displace 1 s bars.
-    """
-    width = interval_s * 1000
-    lo = None if start_ms is None else -(-int(start_ms) // width) * width
-    hi = None if end_ms is None else -(-int(end_ms) // width) * width
-    from_1s = storage.read_bars_agg(db_path, symbol, interval_s, lo, hi)
-    stored_i = _stored_source(db_path, symbol, interval_s)
-    if stored_i is None:
-        return from_1s
-    stored = storage.read_bars(db_path, symbol, stored_i, lo, hi)
-    if stored_i != interval_s and len(stored):
-        stored = resampling.resample_bars(stored, interval_s)
-    if len(from_1s) == 0:
-        return stored
-    if len(stored) == 0:
-        return from_1s
-    own_trades = from_1s.set_index("ts")["trades"]
-    theirs = stored["trades"].to_numpy(dtype="float64")
-    mine = stored["ts"].map(own_trades).to_numpy(dtype="float64")
-    shared = np.isfinite(mine)
-    complete = shared & (np.nan_to_num(theirs) > mine)  # the seam: kline is whole
-    stored = stored.loc[~shared | complete]
-    from_1s = from_1s.loc[~from_1s["ts"].isin(stored["ts"])]
-    both = pd.concat([from_1s, stored], ignore_index=True)
-    return both.sort_values("ts", ignore_index=True)
 
 
 def export_bars(

@@ -368,11 +368,6 @@ class FakeBinanceRest:
         with self._state.lock:
             self._state.faults.append(fault)
 
-    def clear_faults(self) -> None:
-        """Remove every pending fault."""
-        with self._state.lock:
-            self._state.faults.clear()
-
     @property
     def requests(self) -> list[ServedRequest]:
         """Requests answered so far, in order (a copy)."""

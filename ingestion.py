@@ -7,7 +7,7 @@
   exponential backoff and jitter, reconnects on a silent socket (watchdog) and before
   Binance's 24 h cut, deduplicates by trade id and records gaps.
 - `IngestionService` runs the stream and the batching writer in one daemon thread with
-  its own event loop (DESIGN.md decision 11: batched inserts from the loop
+  its own event loop (architecture.md, decision 11: batched inserts from the loop
   itself), takes the writer lease (decision 8) and exposes a thread-safe
   `ServiceStatus`.
 

@@ -7,13 +7,14 @@
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from typing import NamedTuple
 
 SYMBOL_PATTERN = re.compile(r"^[A-Za-z0-9]{2,20}$")
 
-# Columns of a bar DataFrame (DESIGN.md, Contracts): `ts` is the tz-aware UTC bucket
-# start; empty buckets produce no row.
+# Columns of a bar DataFrame (docs/architecture.md, Contracts): `ts` is the tz-aware
+# UTC bucket start; empty buckets produce no row.
 BAR_COLUMNS: tuple[str, ...] = (
     "ts",
     "open",
@@ -25,6 +26,19 @@ BAR_COLUMNS: tuple[str, ...] = (
     "trades",
     "vwap",
 )
+
+
+def now_ms() -> int:
+    """Wall-clock time in integer milliseconds since the epoch, UTC."""
+    return time.time_ns() // 1_000_000
+
+
+def interval_label(interval_s: int) -> str:
+    """``60`` -> ``"1m"``, ``5`` -> ``"5s"``, ``7200`` -> ``"2h"``."""
+    for unit, size in (("h", 3600), ("m", 60)):
+        if interval_s % size == 0:
+            return f"{interval_s // size}{unit}"
+    return f"{interval_s}s"
 
 
 class Tick(NamedTuple):

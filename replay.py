@@ -40,7 +40,7 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -735,12 +735,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     asyncio.run(run())
     return 0
-
-
-def _iter_lines(events: Iterable[ReplayEvent]) -> Iterator[str]:
-    """Combined-stream frame text of each event (for tests and the benchmark)."""
-    for ev in events:
-        yield f'{{"stream":"{ev.stream}","data":{ev.payload}}}'
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """Pure resampling: ticks to bars, bars to coarser bars, two symbols on one clock.
 
 Every function takes pandas objects and returns new ones; nothing here does I/O or
-reads a clock. Bar frames follow DESIGN.md's contract: columns ``BAR_COLUMNS``, ``ts``
-is the tz-aware UTC bucket start (``datetime64[ms, UTC]``), one row per non-empty
-bucket, sorted by ``ts``, default RangeIndex.
+reads a clock. Bar frames follow docs/architecture.md's contract: columns
+``BAR_COLUMNS``, ``ts`` is the tz-aware UTC bucket start (``datetime64[ms, UTC]``),
+one row per non-empty bucket, sorted by ``ts``, default RangeIndex.
 
 Buckets are aligned to the UTC epoch: a bar of ``interval_s`` seconds starts at a
 multiple of ``interval_s`` seconds since 1970-01-01T00:00:00Z (so 1 m bars start on the

@@ -1097,7 +1097,7 @@ class WriterThread:
     """One dedicated thread owning a second `storage.Writer` (opened lazily).
 
     The ingestion service does not share its writer, and a lock wait must never
-    happen on the receive loop (DESIGN.md decision 11), so side writers (REST
+    happen on the receive loop (architecture.md, decision 11), so side writers (REST
     history, gap refills) go through their own connection with a longer busy
     timeout, used from this one thread only. (`alerts.AlertMonitor` follows the
     same pattern; this class could move to storage and serve both.)

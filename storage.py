@@ -40,7 +40,6 @@ import socket
 import sqlite3
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -49,7 +48,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from models import BAR_COLUMNS, Gap, Tick, normalize_symbol
+from models import BAR_COLUMNS, Gap, Tick, normalize_symbol, now_ms
 
 DEFAULT_DB_PATH = Path("data/market.db")
 DEMO_DB_PATH = Path("data/demo.db")
@@ -82,6 +81,12 @@ _SQLITE_LOCKED = 6
 # "postgresql://", "postgres://", and the single-slash form Path() leaves of them.
 _PG_URL = re.compile(r"^postgres(?:ql)?:/{1,2}(?=[^/])", re.IGNORECASE)
 _SQLITE_URL = re.compile(r"^sqlite:(/*)(.*)$", re.IGNORECASE | re.DOTALL)
+
+
+def db_exists(target: os.PathLike | str) -> bool:
+    """True when a SQLite file exists, and always for PostgreSQL: the readers see
+    tables that do not exist yet as empty (an unreachable server raises)."""
+    return is_postgres_url(target) or Path(target).exists()
 
 
 def is_postgres_url(target: object) -> bool:
@@ -326,11 +331,6 @@ class AlertRuleRow:
     webhook_url: str | None
     webhook_format: str | None
     created_ms: int
-
-
-def now_ms() -> int:
-    """Wall-clock time in integer milliseconds since the epoch, UTC."""
-    return time.time_ns() // 1_000_000
 
 
 _owner_lock = threading.Lock()

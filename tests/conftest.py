@@ -14,6 +14,9 @@ import pytest
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+# The throw-away PostgreSQL cluster fixtures (pg_url, ...), for every test module.
+pytest_plugins = ["pg_fixture"]
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_BINANCE = REPO_ROOT.parent / "shared" / "data" / "binance"
 

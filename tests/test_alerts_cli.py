@@ -20,8 +20,6 @@ import storage
 from alerts import AlertRule, RuleError
 from analytics import PairParams
 
-pytest_plugins = ["pg_fixture"]
-
 REPO = Path(__file__).resolve().parent.parent
 SLACK = "https://hooks.slack.com/services/T000/B000/SECRETTOKEN"
 

@@ -24,8 +24,6 @@ import pytest
 
 import charts
 
-pytest_plugins = ["pg_fixture"]
-
 REPO_ROOT = Path(__file__).resolve().parent.parent
 APP_PATH = REPO_ROOT / "app.py"
 

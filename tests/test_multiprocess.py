@@ -23,8 +23,6 @@ import alerts
 import storage
 from analytics import PairParams
 
-pytest_plugins = ["pg_fixture"]
-
 REPO = Path(__file__).resolve().parent.parent
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 COOLDOWN_S = 1.0

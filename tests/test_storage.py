@@ -44,8 +44,6 @@ from storage import (
     Writer,
 )
 
-pytest_plugins = ["pg_fixture"]
-
 HOST = socket.gethostname()
 BACKENDS = ("sqlite", "postgres")
 DERIVED = "derived"

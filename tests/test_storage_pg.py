@@ -30,8 +30,6 @@ import storage
 from models import Gap, Tick
 from storage import DatabaseLockedError, LeaseOwner, StorageError, Writer
 
-pytest_plugins = ["pg_fixture"]
-
 psycopg = pytest.importorskip("psycopg", reason="pip install 'psycopg[binary]'")
 storage_pg = pytest.importorskip("storage_pg")
 
