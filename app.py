@@ -756,6 +756,8 @@ def cached_pair(
             eg=tested.eg,
             coint=tested.coint,
             regime=tested.regime,
+            ou=fast.ou if params.signal_rule == "bertram" else tested.ou,
+            bands=fast.bands if params.signal_rule == "bertram" else tested.bands,
             messages=fast.messages + test_messages,
         )
     return PairView(
