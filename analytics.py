@@ -2705,7 +2705,8 @@ def _duplicated_stamps(bars: pd.DataFrame) -> int:
     """Rows whose ``ts`` repeats an earlier row's (0 for a strictly rising clock)."""
     if "ts" not in bars.columns:
         return 0
-    ts = np.asarray(bars["ts"].values)  # datetime64, UTC; ~10 us on a rising clock
+    arr = bars["ts"].array  # ~10 us on a rising clock (is_unique hashes: 350 us)
+    ts = arr.asi8 if hasattr(arr, "asi8") else np.asarray(arr)
     if ts.size < 2 or bool((ts[1:] > ts[:-1]).all()):
         return 0
     return int(ts.size - np.unique(ts).size)
