@@ -1320,7 +1320,8 @@ async def _deliver(
                 detail = _redirect_text(code, reply.location)
             if not _retryable(code):
                 return WebhookOutcome("failed", attempt, f"{detail} (not retried)")
-        log.warning("webhook try %d/%d failed: %s", attempt, tries, detail)
+        # %r: an error text from the network (CR/LF, escapes) stays on one line
+        log.warning("webhook try %d/%d failed: %r", attempt, tries, detail)
         if attempt < tries:
             await asyncio.sleep(backoff_s * 2 ** (attempt - 1))
     suffix = "try" if tries == 1 else "tries"

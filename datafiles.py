@@ -2047,9 +2047,11 @@ def escape_formula_cells(frame: pd.DataFrame) -> pd.DataFrame:
     Every text cell (and column name) that begins with ``=``, ``+``, ``-``, ``@``,
     a tab or a carriage return gets a leading ``'`` (OWASP's advice against CSV
     injection: ``=HYPERLINK(...)`` in a webhook's error text would otherwise run
-    when the file is opened in a spreadsheet). Only object, string and category
-    columns are touched, and in them only `str` values: numbers, such as negative
-    prices, stay numbers.
+    when the file is opened in a spreadsheet). A bare carriage return inside a
+    text cell becomes a line feed, which the writer quotes (a lone CR is not quoted
+    with "\n" line endings and would split the row in a spreadsheet). Only object,
+    string and category columns are touched, and in them only `str` values:
+    numbers, such as negative prices, stay numbers.
     """
     out = frame.copy()
     out.columns = [_formula_safe(c) if isinstance(c, str) else c for c in out.columns]
@@ -2062,9 +2064,11 @@ def escape_formula_cells(frame: pd.DataFrame) -> pd.DataFrame:
         ):
             continue
         hit = col.str.match(_FORMULA_START).fillna(False).astype(bool)
-        if hit.any():
+        cr = col.str.contains("\r", regex=False).fillna(False).astype(bool)
+        if hit.any() or cr.any():
             col = col.astype(object).copy()
             col[hit] = "'" + col[hit].astype(str)
+            col[cr] = col[cr].str.replace("\r\n", "\n").str.replace("\r", "\n")
             out.isetitem(i, col)
     return out
 

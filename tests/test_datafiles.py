@@ -1182,7 +1182,7 @@ def test_alert_history_csv_escapes_a_webhook_error_text() -> None:
     rows = _cells(app.events_csv(events))
     assert len(rows) == 2
     row = dict(zip(rows[0], rows[1], strict=True))
-    assert row["detail"] == "'" + EVIL + "\r\nsecond line"
+    assert row["detail"] == "'" + EVIL + "\nsecond line"  # CR LF -> quoted LF
     assert row["value"] == "-2.5" and row["z"] == "-2.5"
 
 
@@ -1230,3 +1230,14 @@ def test_complete_kline_wins_over_partial_1s_bars_at_the_live_seam(tmp_path: Pat
     assert got["trades"].tolist() == [100, 120, 60]  # kline, kline (seam), 1 s
     assert got["close"].iloc[1] == 102.0  # the kline's close, not a partial one
     assert got["open"].iloc[2] == pytest.approx(102.0 + 0.01 * 31)
+
+
+def test_a_carriage_return_inside_a_cell_cannot_split_the_row():
+    """A bare CR inside a text cell is written as a quoted line feed, so a CSV
+    reader sees one row (pandas leaves a lone CR unquoted with LF line endings)."""
+    import csv as csv_module
+
+    frame = pd.DataFrame({"detail": ["a\rb", "c\r\nd", "plain"], "n": [1, 2, 3]})
+    text = datafiles.frame_to_csv_bytes(frame).decode()
+    rows = list(csv_module.reader(io.StringIO(text, newline="")))
+    assert rows == [["detail", "n"], ["a\nb", "1"], ["c\nd", "2"], ["plain", "3"]]
