@@ -44,7 +44,13 @@ from pairdesk.numbers.ou import (
     expected_cycle_s,
     ou_fit,
 )
-from resampling import align_pair_arrays, bars_per_year, parse_interval
+from resampling import (
+    Leg,
+    align_pair_arrays,
+    bars_per_year,
+    leg_arrays,
+    parse_interval,
+)
 
 SECONDS_PER_YEAR = 365 * 24 * 3600
 HEDGE_METHODS = ("ols", "huber", "theil_sen", "rolling_ols", "kalman")
@@ -2647,7 +2653,9 @@ class _Prepared:
     messages: tuple[str, ...]
 
 
-def _prepare(bars_y: pd.DataFrame, bars_x: pd.DataFrame, params: PairParams):
+def _prepare(
+    bars_y: pd.DataFrame | Leg, bars_x: pd.DataFrame | Leg, params: PairParams
+) -> _Prepared:
     """Align, apply the liquidity filter and transform to the price space."""
     messages: list[str] = []
     aligned = align_pair_arrays(
@@ -2701,9 +2709,10 @@ def _descriptive_bands(
     return fit, bertram_bands(fit, cost)
 
 
-def _duplicated_stamps(bars: pd.DataFrame) -> int:
-    """Rows whose ``ts`` repeats an earlier row's (0 for a strictly rising clock)."""
-    if "ts" not in bars.columns:
+def _duplicated_stamps(bars: pd.DataFrame | Leg) -> int:
+    """Rows whose ``ts`` repeats an earlier row's (0 for a strictly rising clock;
+    a ``Leg`` is deduplicated already)."""
+    if isinstance(bars, Leg) or "ts" not in bars.columns:
         return 0
     arr = bars["ts"].array  # ~10 us on a rising clock (is_unique hashes: 350 us)
     ts = arr.asi8 if hasattr(arr, "asi8") else np.asarray(arr)
@@ -3051,9 +3060,7 @@ def bh_qvalues(pvalues: Any) -> np.ndarray:
     return out
 
 
-def _scan_row(
-    bars_y: pd.DataFrame, bars_x: pd.DataFrame, params: PairParams
-) -> dict[str, Any]:
+def _scan_row(bars_y: Leg, bars_x: Leg, params: PairParams) -> dict[str, Any]:
     """One scanner row: two-way Engle-Granger, traded beta and z, half-life, corr."""
     prep = _prepare(bars_y, bars_x, params)
     vy, vx = prep.vy, prep.vx
@@ -3112,10 +3119,11 @@ def scan_pairs(
     if not (isinstance(fdr, (int, float)) and 0 < fdr < 1):
         raise ValueError(f"fdr must be a number in (0, 1), got {fdr!r}")
     symbols = sorted({normalize_symbol(s): s for s in bars_by_symbol}.items())
+    legs = {key: leg_arrays(bars_by_symbol[key], key) for _, key in symbols}
     rows = []
     for (sym_y, key_y), (sym_x, key_x) in itertools.combinations(symbols, 2):
         pair = replace(params, symbol_y=sym_y, symbol_x=sym_x)
-        rows.append(_scan_row(bars_by_symbol[key_y], bars_by_symbol[key_x], pair))
+        rows.append(_scan_row(legs[key_y], legs[key_x], pair))
     frame = pd.DataFrame(rows, columns=list(SCAN_COLUMNS))
     for col in ("eg_p", "eg_p_y_on_x", "eg_p_x_on_y", "beta", "half_life", "z"):
         frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")

@@ -350,15 +350,16 @@ def align_pair(
 
 
 def align_pair_arrays(
-    bars_y: pd.DataFrame,
-    bars_x: pd.DataFrame,
+    bars_y: pd.DataFrame | Leg,
+    bars_x: pd.DataFrame | Leg,
     *,
     max_ffill: int = 0,
     interval_s: int | None = None,
 ) -> AlignedArrays:
     """:func:`align_pair` returning numpy arrays instead of a DataFrame.
 
-    Same parameters, rules and errors as :func:`align_pair`; cost O(n) when both
+    Same parameters, rules and errors as :func:`align_pair` (either leg may also be
+    a :class:`Leg` from :func:`leg_arrays`); cost O(n) when both
     legs are sorted (the usual case), O(n log n) otherwise. This is the form
     ``analytics.pair_analytics`` uses, so that the pandas work is done once.
     """
@@ -421,10 +422,27 @@ def align_pair_arrays(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Leg:
+    """One symbol's bars as the arrays alignment needs (``leg_arrays``): a caller
+    that aligns one symbol against many converts its frame once."""
+
+    ts_ms: np.ndarray
+    cols: dict[str, np.ndarray]
+
+
+def leg_arrays(bars: pd.DataFrame, name: str = "bars") -> Leg:
+    """The ms clock (sorted, last row of a duplicated bucket kept) and the close,
+    trade-count and quote-volume columns of a bar frame, for ``align_pair_arrays``."""
+    return Leg(*_leg_arrays(bars, name))
+
+
 def _leg_arrays(
-    bars: pd.DataFrame, name: str
+    bars: pd.DataFrame | Leg, name: str
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """One leg's ms timestamps (sorted, last row of a duplicate kept) and columns."""
+    if isinstance(bars, Leg):
+        return bars.ts_ms, bars.cols
     if "ts" not in bars.columns or "close" not in bars.columns:
         raise ValueError(
             f"bars_{name} must have columns ts and close, got {list(bars.columns)}"
@@ -550,11 +568,13 @@ def bars_per_year(interval_s: int) -> float:
 __all__ = [
     "AlignedArrays",
     "AlignedPair",
+    "Leg",
     "align_pair",
     "align_pair_arrays",
     "bars_per_year",
     "empty_bars",
     "format_interval",
+    "leg_arrays",
     "pandas_alias",
     "parse_interval",
     "resample_bars",

@@ -758,6 +758,30 @@ def adf(
     return _adf_core(arr, regression, method, lag, "x")
 
 
+def _first_stage(
+    y: np.ndarray, design: np.ndarray, trend: str
+) -> tuple[float, float | None, np.ndarray, float]:
+    """(beta, alpha, residuals, R^2) of the cointegrating regression.
+
+    statsmodels' own arithmetic (``pinv_extended``: SVD, singular values below
+    1e-15 of the largest dropped, ``params = pinv @ y``; R^2 against the centred
+    sum of squares when there is a constant), without building an OLS model and
+    its results, which cost twenty times the fit itself at a few hundred points
+    (a pair scanner pays it hundreds of times).
+    """
+    u, s, vt = np.linalg.svd(design, full_matrices=False)
+    s_inv = np.where(s > 1e-15 * s.max(), 1.0 / np.where(s > 0, s, 1.0), 0.0)
+    pinv = np.dot(np.transpose(vt), np.multiply(s_inv[:, np.newaxis], np.transpose(u)))
+    params = np.dot(pinv, y)
+    resid = y - np.dot(design, params)
+    ssr = float(np.dot(resid, resid))
+    centred = y - y.mean() if trend != "n" else y
+    tss = float(np.dot(centred, centred))
+    rsquared = 1.0 - ssr / tss if tss > 0 else float("nan")
+    alpha = None if trend == "n" else float(params[1])
+    return float(params[0]), alpha, resid, rsquared
+
+
 def coint(
     y: object,
     x: object,
@@ -794,7 +818,8 @@ def coint(
 
     Notes
     -----
-    Step 1, OLS (statsmodels, pinv) of ``y_t = beta x_t + alpha + ... + u_t``. If its
+    Step 1, OLS (statsmodels' pinv arithmetic, see ``_first_stage``) of
+    ``y_t = beta x_t + alpha + ... + u_t``. If its
     R² is at least ``1 - 100 sqrt(eps)`` the statistic is ``-inf`` (p-value 0).
     Step 2, the ADF statistic of the residuals ``u_t`` without deterministic terms.
     The p-value uses MacKinnon's cointegration surfaces for N = 2 variables and the
@@ -838,15 +863,13 @@ def coint(
             have=rank,
             need=design.shape[1],
         )
-    first = OLS(ya, design).fit()  # pinv, so the residuals are statsmodels' own
-    beta = float(first.params[0])
-    alpha = None if trend == "n" else float(first.params[1])
+    beta, alpha, resid, rsquared = _first_stage(ya, design, trend)
     if trend == "n":
         crit = [np.nan] * 3
     else:
         crit = mackinnoncrit(N=2, regression=trend, nobs=n - 1)
     critvalues = {"1%": float(crit[0]), "5%": float(crit[1]), "10%": float(crit[2])}
-    if first.rsquared >= COLLINEAR_RSQUARED:
+    if rsquared >= COLLINEAR_RSQUARED:
         return CointOutcome(
             stat=-math.inf,
             pvalue=float(mackinnonp(-np.inf, regression=trend, N=2)),
@@ -860,7 +883,6 @@ def coint(
             maxlag=None,
             collinear=True,
         )
-    resid = np.asarray(first.resid, dtype=np.float64)
     _check_not_constant(resid, "the cointegrating residual")
     res = _adf_core(resid, "n", method, lag, "the cointegrating residual")
     return CointOutcome(
