@@ -1471,6 +1471,9 @@ def half_life(spread_values: Any) -> HalfLifeResult:
     n = lag.size
     lag_c = lag - lag.mean()
     sxx = float(lag_c @ lag_c)
+    if not sxx > 0:  # e.g. constant but for the last point (found by hypothesis)
+        msg = f"insufficient data: lagged spread is constant over {n} points"
+        return HalfLifeResult(None, nan, None, nan, n, False, False, msg)
     b = float(lag_c @ (ds - ds.mean())) / sxx
     a = float(ds.mean() - b * lag.mean())
     resid = ds - a - b * lag

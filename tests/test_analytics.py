@@ -353,6 +353,13 @@ def test_half_life_equals_statsmodels_ar1_fit():
     assert 5 < res.bars < 8
 
 
+def test_half_life_of_a_spread_constant_but_for_its_last_point():
+    """A lagged spread without variation is insufficient data, not a division by 0."""
+    res = A.half_life([5.0] * 9 + [1.0])
+    assert not res.ok and res.bars is None
+    assert res.message == "insufficient data: lagged spread is constant over 9 points"
+
+
 def test_half_life_none_when_not_mean_reverting():
     """An exploding series has no half-life; too few points say insufficient data."""
     grows = A.half_life(1.01 ** np.arange(100))
