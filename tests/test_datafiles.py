@@ -1152,7 +1152,7 @@ def test_frame_to_csv_bytes_escapes_formula_text_but_not_numbers() -> None:
     rows = _cells(datafiles.frame_to_csv_bytes(frame, ["params\r\n=cmd|' /C calc'"]))
     assert rows[0] == ["note", "price", "text", "cat", "mixed"]
     assert [r[0] for r in rows[1:]] == [
-        "'" + EVIL, "'+1", "'-2", "'@SUM(A1)", "'\tx", "'\r\nx", "ok", ""
+        "'" + EVIL, "'+1", "'-2", "'@SUM(A1)", "'\tx", "'\nx", "ok", ""
     ]  # fmt: skip
     assert [r[1] for r in rows[1:4]] == ["-1.5", "2.0", "-3.0"]
     assert [r[2] for r in rows[1:3]] == ["'-x", "y"]

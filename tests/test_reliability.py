@@ -998,7 +998,13 @@ def test_garbage_floods_log_a_bounded_number_of_lines_and_few_gap_rows(
     assert sum(x.startswith("gap in BTCUSDT trade ids") for x in lines) == 20
     summaries = [x for x in lines if " more 'malformed frame' messages " in x]
     assert summaries and sum(int(x.split()[0]) for x in summaries) == 980
-    assert len(lines) < 60
+    # the flood's own lines (connection lines of a busy machine's retries aside)
+    flood = [
+        x
+        for x in lines
+        if x.startswith(("malformed frame", "gap in")) or " more '" in x
+    ]
+    assert len(flood) < 60
     with sqlite3.connect(db_path) as conn:
         gaps = conn.execute("SELECT from_id, to_id FROM gaps").fetchall()
     assert 1 <= len(gaps) == st.gaps <= 20
