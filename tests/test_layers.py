@@ -17,7 +17,8 @@ NUMBERS = ["analytics.py", "resampling.py", "unitroot.py", "models.py"] + [
     str(p.relative_to(REPO)) for p in (REPO / "pairdesk" / "numbers").glob("*.py")
 ]
 STORAGE = ["storage.py", "storage_pg.py"]
-BELOW_UI = NUMBERS + STORAGE + [
+VENUES = [str(p.relative_to(REPO)) for p in (REPO / "pairdesk" / "venues").glob("*.py")]
+BELOW_UI = NUMBERS + STORAGE + VENUES + [
     "alerts.py", "datafiles.py", "fakerest.py", "ingestion.py", "replay.py", "rest.py"
 ]  # fmt: skip
 PROJECT = {
@@ -36,6 +37,12 @@ RULES = [
         "storage knows no layer above it",
         STORAGE,
         PROJECT - {"models", "storage", "storage_pg"} | {"streamlit", "websockets"},
+    ),
+    (
+        "venues know no storage, numbers or screen",
+        VENUES,
+        PROJECT - {"models", "pairdesk"}
+        | {"streamlit", "plotly", "sqlite3", "psycopg"},
     ),
     ("only the UI imports streamlit and plotly", BELOW_UI, {"app", "charts",
                                                            "streamlit", "plotly"}),
