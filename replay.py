@@ -61,6 +61,22 @@ SYNTHETIC_SPECS = (
     ("BTCUSDT", 64_000.0, 0.1, 0.001, 0.05),
     ("ETHUSDT", 3_400.0, 0.01, 0.001, 0.8),
 )
+# Plausible levels of other perpetuals (start price, tick, lot, mean qty), late
+# 2024; any other symbol starts at SYNTHETIC_DEFAULT (100 USDT, tick 0.01).
+SYNTHETIC_LEVELS: dict[str, tuple[float, float, float, float]] = {
+    "BTCUSDT": (64_000.0, 0.1, 0.001, 0.05),
+    "ETHUSDT": (3_400.0, 0.01, 0.001, 0.8),
+    "SOLUSDT": (150.0, 0.01, 0.01, 20.0),
+    "BNBUSDT": (580.0, 0.01, 0.01, 4.0),
+    "XRPUSDT": (0.55, 0.0001, 0.1, 4_000.0),
+    "DOGEUSDT": (0.12, 0.00001, 1.0, 20_000.0),
+    "ADAUSDT": (0.40, 0.0001, 1.0, 5_000.0),
+    "AVAXUSDT": (28.0, 0.001, 1.0, 60.0),
+    "LINKUSDT": (12.0, 0.001, 0.01, 150.0),
+    "LTCUSDT": (70.0, 0.01, 0.001, 25.0),
+}
+SYNTHETIC_DEFAULT = (100.0, 0.01, 0.001, 20.0)
+SYNTHETIC_OWN_SIGMA = 0.75e-4  # per sqrt(s), relative: a third symbol's own moves
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,7 +268,11 @@ class SyntheticPair:
     deviation of about 15 USDT, so the spread's z-score crosses +-2 within minutes at
     1 s bars. Trades arrive as a Poisson process per symbol (``rate`` trades/s in total)
     with bursts at eight times the rate lasting about two seconds every half minute.
-    Prices are rounded to Binance's tick sizes (0.1 / 0.01) and quantities to the lot
+    Each symbol trades at its own level (``SYNTHETIC_LEVELS``: SOLUSDT near 150,
+    XRPUSDT near 0.55, ...; ``SYNTHETIC_DEFAULT``, 100 USDT, for others): the first
+    symbol follows the BTC-like path, the second the ETH-like one, and any further
+    symbol the ETH-like path times its own log random walk, each scaled to its level.
+    Prices are rounded to each symbol's tick size and quantities to the lot
     size 0.001. Trade ids start at ``now_ms * 100`` so they keep increasing across
     restarts; trade time ``T`` is the wall clock.
     """
@@ -273,11 +293,19 @@ class SyntheticPair:
         self.rate = float(rate)
         base_id = int(time.time() * 1000) * 100
         self._states: list[_SymbolState] = []
+        # each symbol trades at its own level: the model's BTC-like (first) or
+        # ETH-like (others) path, scaled by the symbol's level over the model's
+        self._scale: list[float] = []
         for i, name in enumerate(names):
-            spec = SYNTHETIC_SPECS[min(i, len(SYNTHETIC_SPECS) - 1)]
+            level, tick, lot, mean_qty = SYNTHETIC_LEVELS.get(name, SYNTHETIC_DEFAULT)
+            model = SYNTHETIC_SPECS[min(i, len(SYNTHETIC_SPECS) - 1)][1]
+            self._scale.append(level / model)
             self._states.append(
-                _SymbolState(name, spec[2], spec[3], spec[4], base_id + i * 10**9)
+                _SymbolState(name, tick, lot, mean_qty, base_id + i * 10**9)
             )
+        # symbols after the pair: the ETH-like path times their own log random
+        # walk (return correlation about 0.8 with it, not cointegrated)
+        self._w = [0.0] * len(names)
         self._x = SYNTHETIC_SPECS[1][1]
         self._beta = SYNTHETIC_SPECS[0][1] / SYNTHETIC_SPECS[1][1]
         self._s = 0.0
@@ -289,8 +317,8 @@ class SyntheticPair:
 
     def _mid(self, i: int) -> float:
         if i == 0:
-            return self._beta * self._x + self._s
-        return self._x * (1.0 + 0.1 * (i - 1))
+            return self._scale[0] * (self._beta * self._x + self._s)
+        return self._scale[i] * self._x * math.exp(self._w[i])
 
     def step(self, now_s: float) -> list[ReplayEvent]:
         """Advance the model to wall time ``now_s``; return the trades it produced."""
@@ -306,6 +334,8 @@ class SyntheticPair:
         self._s += -self._theta * self._s * dt + self._sigma_s * math.sqrt(
             dt
         ) * rng.gauss(0.0, 1.0)
+        for i in range(2, len(self._w)):
+            self._w[i] += SYNTHETIC_OWN_SIGMA * math.sqrt(dt) * rng.gauss(0.0, 1.0)
         if now_s >= self._burst_until and rng.random() < dt / 30.0:
             self._burst_until = now_s + rng.expovariate(0.5)
         out: list[ReplayEvent] = []

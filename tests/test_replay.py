@@ -302,3 +302,26 @@ def test_cli_serve_prints_its_url_and_serves(shared_data: Path, tmp_path):
     finally:
         proc.terminate()
         assert proc.wait(10) == 0, proc.stderr.read()
+
+
+def test_synthetic_symbols_trade_at_plausible_levels():
+    """Added symbols trade near their own market level (SOLUSDT about 150, XRPUSDT
+    about 0.55, an unknown one at the documented 100), not at ETH's; BTC/ETH as
+    before."""
+    import json as json_module
+
+    import replay
+
+    pair = replay.SyntheticPair(
+        ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "ABCUSDT"], rate=400.0, seed=3
+    )
+    last: dict[str, float] = {}
+    for k in range(1, 200):
+        for ev in pair.step(1000.0 + 0.05 * k):
+            data = json_module.loads(ev.payload)
+            last[data["s"]] = float(data["p"])
+    assert last["BTCUSDT"] == pytest.approx(64_000, rel=0.02)
+    assert last["ETHUSDT"] == pytest.approx(3_400, rel=0.02)
+    assert last["SOLUSDT"] == pytest.approx(150, rel=0.02)
+    assert last["XRPUSDT"] == pytest.approx(0.55, rel=0.02)
+    assert last["ABCUSDT"] == pytest.approx(replay.SYNTHETIC_DEFAULT[0], rel=0.02)

@@ -16,7 +16,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import alerts
 import datafiles
 import rest
 import storage_pg
@@ -86,6 +85,8 @@ def _cmd_stream(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    import alerts  # the analytics behind it (statsmodels, scipy): when streaming
+
     # the writer runs the alert monitor, browser or not (architecture.md, decision 7)
     tasks = [alerts.AlertMonitor(config.db_path).run]
     if sync is not None:
@@ -118,8 +119,20 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
-    """The CLI parser and its subparsers object (other modules add subcommands)."""
+def _command(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv`` (its first word that is not an option)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(
+    argv: Sequence[str] | None = None,
+) -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+    """The CLI parser and its subparsers object (other modules add subcommands).
+
+    ``alerts`` pulls in the analytics (statsmodels and scipy: about 75 MB and 0.7 s
+    at start), so with ``argv`` given its subcommands are registered only when
+    ``argv`` runs them; ``import`` of a large file then starts at ~125 MB.
+    """
     parser = argparse.ArgumentParser(
         prog="ingestion.py", description="Binance USD-M Futures trades into SQLite."
     )
@@ -149,13 +162,19 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     p.set_defaults(func=_cmd_stream)
     datafiles.add_cli_commands(sub)
     storage_pg.add_cli_commands(sub)
-    alerts.add_cli_commands(sub)
+    if argv is None or _command(argv) == "alerts":
+        import alerts
+
+        alerts.add_cli_commands(sub)
+    else:
+        sub.add_parser("alerts", help="alert rules and their history (alerts -h)")
     return parser, sub
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit code."""
-    parser, _sub = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser, _sub = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,

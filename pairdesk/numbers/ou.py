@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import optimize, special
 
 OU_MIN_OBS = 30
 # Bands are searched up to this many stationary standard deviations from the mean.
@@ -122,6 +121,8 @@ def expected_cycle_s(theta: float, sigma: float, band: float) -> float:
     E[T] = (pi / theta) (erfi(m sqrt(theta) / sigma) - erfi(a sqrt(theta) / sigma))
     = (2 pi / theta) erfi(band sqrt(theta) / sigma).
     """
+    from scipy import special  # imported when used: ~70 MB that every CLI run paid
+
     return 2.0 * math.pi / theta * float(special.erfi(band * math.sqrt(theta) / sigma))
 
 
@@ -188,6 +189,8 @@ def bertram_bands(fit: OUFit, cost: float) -> BertramBands:
     if not lo < hi:
         msg = f"costs of {cost:.4g} exceed any band within 6 sd ({hi:.4g})"
         return BertramBands(nan, nan, nan, nan, nan, nan, float(cost), False, msg)
+
+    from scipy import optimize  # imported when used (see expected_cycle_s)
 
     def loss(d: float) -> float:
         return -(2.0 * d - cost) / expected_cycle_s(fit.theta, fit.sigma, d)
