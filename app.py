@@ -1665,17 +1665,7 @@ def _pair_tab(
     )
     adf = result.adf
     nobs = adf.nobs if adf is not None and adf.ok else 0
-    every = (
-        f"each closed {interval_label(interval_s)} bar"
-        if view.tests_every_bars == 1
-        else f"every {view.tests_every_bars} closed {interval_label(interval_s)} "
-        "bars (a run takes longer than a fifth of a bar)"
-    )
-    col_b.caption(
-        f"ADF / Engle-Granger last ran {fmt_utc(view.tests_ms)} on {nobs} "
-        f"observations (regression 'c', in-sample spread; took "
-        f"{view.tests_cost_ms:.0f} ms); they rerun on {every}."
-    )
+    col_b.caption(_tests_caption(view, nobs, interval_s))
     if int(table["z"].notna().sum()) == 0:
         if not waiting:
             need = 2 * params.window - 1
@@ -1698,6 +1688,26 @@ def _pair_tab(
         fig = view.figures[fig_key] = _pair_figure(table, params, events, history)
     st.plotly_chart(fig, width="stretch", key="pair_chart")
     _stability_panel(view)
+
+
+def _tests_caption(view: PairView, nobs: int, interval_s: int) -> str:
+    """When ADF / Engle-Granger last ran, or what they still need."""
+    if nobs == 0:  # "ran on 0 observations" read like a result
+        return (
+            f"ADF and Engle-Granger need at least {analytics.ADF_MIN_OBS} bars of "
+            f"the pair; the view has {view.result.n_bars}. They run as bars close."
+        )
+    every = (
+        f"each closed {interval_label(interval_s)} bar"
+        if view.tests_every_bars == 1
+        else f"every {view.tests_every_bars} closed {interval_label(interval_s)} "
+        "bars (a run takes longer than a fifth of a bar)"
+    )
+    return (
+        f"ADF / Engle-Granger last ran {fmt_utc(view.tests_ms)} on {nobs} "
+        f"observations (regression 'c', in-sample spread; took "
+        f"{view.tests_cost_ms:.0f} ms); they rerun on {every}."
+    )
 
 
 def _stability_panel(view: PairView) -> None:
@@ -2243,6 +2253,13 @@ def _add_rule(db_path: Path | str, params: Any) -> None:
         f"Rule #{saved.id} added: {saved.expr.text} on {saved.pair} "
         f"{params.interval}, window {params.window}",
     )
+    missing = saved.expr.symbol
+    if missing is not None and missing not in set(ss.symbols):
+        ss.rule_flash = (
+            "warning",
+            ss.rule_flash[1] + f". {missing} is not streamed: the rule cannot fire "
+            f"until {missing} is added to the symbols.",
+        )
     ss.rule_text = ""
     ss.rule_webhook = ""
 
@@ -2338,7 +2355,8 @@ def _alert_editor(ctx: SourceContext, params: Any) -> None:
         )
         flash = ss.pop("rule_flash", None)
         if flash:
-            (st.error if flash[0] == "error" else st.success)(flash[1])
+            show = {"error": st.error, "warning": st.warning}.get(flash[0], st.success)
+            show(flash[1])
         where = "previewed on this dataset, fired on Live" if ctx.historical else ""
         rules_db = ctx.rules_db
         name = (

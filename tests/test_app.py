@@ -418,6 +418,33 @@ def test_app_starts_on_empty_database(monkeypatch, tmp_path: Path) -> None:
         assert not at.exception, (tab, at.exception)
         assert not at.error, (tab, [e.value for e in at.error])
     assert "No datasets yet" in " ".join(i.value for i in at.info)
+    at.session_state["main_tab"] = "Pair"
+    at.run()
+    captions = " ".join(c.value for c in at.caption)
+    assert "ADF and Engle-Granger need at least 20 bars of the pair; the view " in (
+        captions
+    )
+    assert "on 0 observations" not in captions
+
+
+def test_rule_on_a_symbol_not_streamed_is_stored_with_a_warning(
+    monkeypatch, filled_db: Path
+) -> None:
+    """A rule on a symbol outside the streamed ones is added, and the sidebar says
+    it cannot fire until that symbol is streamed."""
+    import storage
+
+    at = _app(monkeypatch, filled_db)
+    at.session_state["main_tab"] = "Alerts"
+    at.run()
+    at.text_input(key="rule_text").input("XRPUSDT.price > 1").run()
+    at.button(key="btn_rule_add").click().run()
+    assert not at.exception, at.exception
+    assert [r.text for r in storage.list_alert_rules(filled_db)] == [
+        "XRPUSDT.price > 1"
+    ]
+    warning = " ".join(w.value for w in at.sidebar.warning)
+    assert "XRPUSDT is not streamed: the rule cannot fire until XRPUSDT is" in warning
 
 
 def test_app_starts_on_filled_database(monkeypatch, filled_db: Path) -> None:
