@@ -2804,13 +2804,8 @@ def pair_analytics(
     else:
         traded = _traded_rolling(vy, vx, params)
     messages += traded.messages
-    ret_corr, corr_ok = _return_correlation(aligned, valid_idx, window)
-    if params.corr_on == "returns":
-        corr_v = ret_corr
-    else:
-        corr_v = rolling_correlation(vy, vx, window, on="prices").corr
-    if not corr_ok:
-        messages.append(f"correlation: {_insufficient(valid_idx.size, window + 1)}")
+    ret_corr, corr_v, corr_msgs = _correlations(prep, params)
+    messages += corr_msgs
     in_spread = _static_spread(vy, vx, in_sample)
 
     def col(values: np.ndarray) -> np.ndarray:
@@ -2818,33 +2813,9 @@ def pair_analytics(
 
     beta_col, alpha_col = _ffill(col(traded.beta)), _ffill(col(traded.alpha))
     z_col = col(traded.z)
-    lower_col = upper_col = np.full(n, np.nan)
-    if params.signal_rule == "bertram":
-        wf = _walk_forward_bands(traded, vy, vx, params)
-        lower_col, upper_col = col(wf.lower), col(wf.upper)
-        sig = band_signals(col(traded.spread), lower_col, upper_col)
-        ou, bands = wf.fit, wf.bands
-    else:
-        sig = zscore_signals(z_col, params.z_entry, params.z_exit, params.z_stop)
-        ou = bands = None
-        if with_tests:  # descriptive here: computed with the tests, per closed bar
-            ou, bands = _descriptive_bands(traded, vy, vx, params)
-    bt_beta = beta_col
-    if params.price_space == "log":
-        with np.errstate(all="ignore"):
-            bt_beta = beta_col * aligned.y / aligned.x
-    bt = backtest(
-        aligned.y,
-        aligned.x,
-        bt_beta,
-        sig.position,
-        fee_bps=params.fee_bps,
-        slippage_bps=params.slippage_bps,
-        notional=params.notional,
-        interval_s=params.interval_s,
-        ts=aligned.ts,
-        z=z_col,
-    )
+    pos = _positions(traded, prep, params, col, with_tests)
+    sig = pos.signals
+    bt = _backtest_traded(aligned, beta_col, sig, z_col, params)
     hl = half_life(in_spread)
     adf_res, coint, test_msgs = _tests(vy, vx, in_spread, with_tests)
     messages += test_msgs
@@ -2863,21 +2834,13 @@ def pair_analytics(
         "beta": beta_col,
         "beta_se": _ffill(col(traded.beta_se)),
         "alpha": alpha_col,
-        "spread": col(traded.spread),
-        "spread_mean": col(traded.mean),
-        "spread_std": col(traded.std),
-        "z": z_col,
-        "spread_in_sample": col(in_spread),
-        "band_lower": lower_col,
-        "band_upper": upper_col,
+        **_spread_columns(traded, col, z_col, in_spread),
+        "band_lower": pos.lower,
+        "band_upper": pos.upper,
         "corr": col(corr_v),
         "position": sig.position.astype("int64"),
         "signal": _call_column(sig.position, sig.calls),
-        "y_trades": aligned.y_trades,
-        "x_trades": aligned.x_trades,
-        "y_notional": aligned.y_notional,
-        "x_notional": aligned.x_notional,
-        "excluded": prep.excluded,
+        **_liquidity_columns(prep),
         "equity": bt.equity,
     }
     return PairAnalytics(
@@ -2902,8 +2865,104 @@ def pair_analytics(
         half_life_traded=half_life(traded.spread),
         trade_method="kalman" if params.hedge_method == "kalman" else "rolling_ols",
         live=traded.live if vy.size else None,
-        ou=ou,
-        bands=bands,
+        ou=pos.ou,
+        bands=pos.bands,
+    )
+
+
+def _spread_columns(
+    traded: _Traded, col: Any, z: np.ndarray, in_spread: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The table's spread, its z-score statistics and the in-sample spread."""
+    return {
+        "spread": col(traded.spread),
+        "spread_mean": col(traded.mean),
+        "spread_std": col(traded.std),
+        "z": z,
+        "spread_in_sample": col(in_spread),
+    }
+
+
+def _liquidity_columns(prep: _Prepared) -> dict[str, np.ndarray]:
+    """Trades and notional per leg, and the bars the filter excluded."""
+    a = prep.aligned
+    return {
+        "y_trades": a.y_trades,
+        "x_trades": a.x_trades,
+        "y_notional": a.y_notional,
+        "x_notional": a.x_notional,
+        "excluded": prep.excluded,
+    }
+
+
+def _correlations(
+    prep: _Prepared, params: PairParams
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(return correlation for the regime, the correlation shown, messages)."""
+    window = params.window
+    ret_corr, ok = _return_correlation(prep.aligned, prep.valid_idx, window)
+    shown = ret_corr
+    if params.corr_on != "returns":
+        shown = rolling_correlation(prep.vy, prep.vx, window, on="prices").corr
+    msgs = [] if ok else [
+        f"correlation: {_insufficient(prep.valid_idx.size, window + 1)}"
+    ]  # fmt: skip
+    return ret_corr, shown, msgs
+
+
+@dataclass(frozen=True, slots=True)
+class _Positions:
+    """The signals of the chosen rule, its per-bar bands and the OU fit."""
+
+    signals: SignalResult
+    lower: np.ndarray
+    upper: np.ndarray
+    ou: OUFit | None
+    bands: BertramBands | None
+
+
+def _positions(
+    traded: _Traded, prep: _Prepared, params: PairParams, col: Any, with_tests: bool
+) -> _Positions:
+    """z thresholds on the traded z, or Bertram's walk-forward bands on its spread
+    (``col`` scatters values of the valid bars onto every bar)."""
+    n = prep.aligned.ts.size
+    if params.signal_rule == "bertram":
+        wf = _walk_forward_bands(traded, prep.vy, prep.vx, params)
+        lower, upper = col(wf.lower), col(wf.upper)
+        sig = band_signals(col(traded.spread), lower, upper)
+        return _Positions(sig, lower, upper, wf.fit, wf.bands)
+    z = col(traded.z)
+    sig = zscore_signals(z, params.z_entry, params.z_exit, params.z_stop)
+    ou = bands = None
+    if with_tests:  # descriptive here: computed with the tests, per closed bar
+        ou, bands = _descriptive_bands(traded, prep.vy, prep.vx, params)
+    nan = np.full(n, np.nan)
+    return _Positions(sig, nan, nan.copy(), ou, bands)
+
+
+def _backtest_traded(
+    aligned: Any,
+    beta: np.ndarray,
+    sig: SignalResult,
+    z: np.ndarray,
+    params: PairParams,
+) -> BacktestResult:
+    """The backtest of the positions with the traded beta, in units of x per y."""
+    if params.price_space == "log":
+        with np.errstate(all="ignore"):
+            beta = beta * aligned.y / aligned.x
+    return backtest(
+        aligned.y,
+        aligned.x,
+        beta,
+        sig.position,
+        fee_bps=params.fee_bps,
+        slippage_bps=params.slippage_bps,
+        notional=params.notional,
+        interval_s=params.interval_s,
+        ts=aligned.ts,
+        z=z,
     )
 
 
