@@ -389,37 +389,11 @@ def pair_figure(
         data.append(_line(x, 100.0 * series / base, sym, 0, color=color))
     if "beta_se" in table:
         beta, se = _num(table["beta"]), _num(table["beta_se"])
-        data.append(_line(x, beta + 2 * se, "β + 2 se", 1, color=BAND_COLOR, width=1))
-        data.append(
-            _line(
-                x,
-                beta - 2 * se,
-                "β - 2 se",
-                1,
-                color=BAND_COLOR,
-                width=1,
-                fill="tonexty",
-                fillcolor="rgba(199, 146, 234, 0.08)",
-            )
-        )
+        data += _band(x, beta, 2 * se, ("β + 2 se", "β - 2 se"), 1)
     data.append(_line(x, table["beta"], "β", 1, color=Y_COLOR))
     mean = _num(table["spread_mean"])
     std = _num(table["spread_std"])
-    data.append(
-        _line(x, mean + band_k * std, f"+{band_k:g}σ", 2, color=BAND_COLOR, width=1)
-    )
-    data.append(
-        _line(
-            x,
-            mean - band_k * std,
-            f"-{band_k:g}σ",
-            2,
-            color=BAND_COLOR,
-            width=1,
-            fill="tonexty",
-            fillcolor="rgba(199, 146, 234, 0.08)",
-        )
-    )
+    data += _band(x, mean, band_k * std, (f"+{band_k:g}σ", f"-{band_k:g}σ"), 2)
     data.append(_line(x, mean, "mean", 2, color=EXIT_COLOR, width=1, dash="dot"))
     data.append(_line(x, table["spread"], "spread", 2, color=SPREAD_COLOR))
     for col, name in (("band_lower", "buy band"), ("band_upper", "sell band")):
@@ -469,6 +443,24 @@ def pair_figure(
         layout["shapes"] += shapes
         layout["annotations"].append(label)
     return _figure(data, layout)
+
+
+def _band(
+    x: np.ndarray, mid: np.ndarray, half: np.ndarray, names: tuple[str, str], row: int
+) -> list[dict[str, Any]]:
+    """Upper and lower lines at ``mid +- half`` on a row, the space between shaded."""
+    upper = _line(x, mid + half, names[0], row, color=BAND_COLOR, width=1)
+    lower = _line(
+        x,
+        mid - half,
+        names[1],
+        row,
+        color=BAND_COLOR,
+        width=1,
+        fill="tonexty",
+        fillcolor="rgba(199, 146, 234, 0.08)",
+    )
+    return [upper, lower]
 
 
 def _alert_trace(
